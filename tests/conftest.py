@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+import dlcourse
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state, so failures reproduce."""
+    dlcourse.manual_seed(0)
+    dlcourse.set_default_dtype(np.float32)
+    yield
+    dlcourse.set_default_dtype(np.float32)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With DLCOURSE_PARITY_JSON set, save the worst error per layer and dtype (for `make gpu-check`)."""
+    import json
+    import os
+
+    path = os.environ.get("DLCOURSE_PARITY_JSON")
+    if not path:
+        return
+    from parity import MEASURED_ERRORS
+
+    rows = [{"layer": layer, "dtype": dtype, "max_rel_error": error}
+            for (layer, dtype), error in sorted(MEASURED_ERRORS.items())]
+    with open(path, "w") as handle:
+        json.dump(rows, handle, indent=1)
