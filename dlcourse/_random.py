@@ -27,3 +27,20 @@ def set_default_dtype(dtype) -> None:
 
 def default_dtype() -> np.dtype:
     return _state["dtype"]
+
+
+class using_generator:
+    """Context manager: draw from `generator` (anything with numpy Generator's methods)
+    instead of the global one, e.g. to replay a known dropout mask."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    def __enter__(self):
+        self.saved = _state["rng"]
+        _state["rng"] = self.generator
+        return self.generator
+
+    def __exit__(self, *exc):
+        _state["rng"] = self.saved
+        return False

@@ -7,7 +7,7 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 class _Loss(Module):
-    """A loss: `forward(input, target)` returns a float (an array for reduction='none'),
+    """A loss (torch's repr shows no arguments for losses, so neither does ours): `forward(input, target)` returns a float (an array for reduction='none'),
     `backward(grad_output=1.0)` returns d loss / d input with the input's shape."""
 
     def __init__(self, reduction: str = "mean"):
@@ -20,6 +20,8 @@ class _Loss(Module):
         self._cache = None
 
     def _reduce(self, per_element: np.ndarray):
+        # Arithmetic on 0-d arrays yields NumPy scalars; reduction='none' promises an array.
+        per_element = np.asarray(per_element)
         if self.reduction == "mean":
             return float(per_element.mean()) if per_element.size else float("nan")
         if self.reduction == "sum":
@@ -38,6 +40,3 @@ class _Loss(Module):
         if self.reduction == "mean":
             scale /= max(int(np.prod(per_element_shape)), 1)
         return np.full(per_element_shape, scale, dtype)
-
-    def extra_repr(self):
-        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"

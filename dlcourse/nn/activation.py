@@ -1,2 +1,281 @@
-"""(being written)"""
-__all__ = []
+"""Activation functions (chapter 4): ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, LogSoftmax.
+
+Each layer computes y = f(x) in `forward` and returns grad_output · f'(x) in `backward`
+(for Softmax and LogSoftmax the Jacobian couples the entries along `dim`). Every layer
+accepts any input shape and computes in the input's dtype.
+"""
+import math
+import warnings
+
+import numpy as np
+from scipy.special import erf
+
+from dlcourse.nn.module import Module, check_float_input
+
+__all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax"]
+
+_GELU_KAPPA = 0.044715  # the cubic coefficient of GELU's tanh approximation
+
+
+class _Activation(Module):
+    """Shared plumbing: check the input, cache what backward needs, check grad_output."""
+
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+
+    def _grad_output(self, grad_output, cached: np.ndarray) -> np.ndarray:
+        """grad_output as an array of the cached array's shape, in the input's float dtype."""
+        shape = cached.shape
+        grad_output = np.asarray(grad_output)
+        if grad_output.shape != shape:
+            raise ValueError(f"{type(self).__name__}.backward expects grad_output of shape {shape} "
+                             f"(the output's shape), got {grad_output.shape}")
+        return grad_output.astype(cached.dtype, copy=False)
+
+
+class ReLU(_Activation):
+    r"""f(x) = max(0, x);  f'(x) = 1 if x > 0 else 0 (torch takes 0 at x = 0).
+
+    Shape:
+        input: (*) — any shape
+        output: (*), same shape as the input
+
+    `inplace` is accepted for torch compatibility; the input array is never modified.
+    """
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x):
+        x = check_float_input(self, x)
+        y = np.maximum(x, 0)  # propagates NaN, as torch does
+        self._cache = y
+        return y
+
+    def backward(self, grad_output):
+        # y > 0 exactly where x > 0, so the output is all backward needs (as in torch).
+        y = self._saved(self._cache)
+        return np.where(y > 0, self._grad_output(grad_output, y), 0)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class LeakyReLU(_Activation):
+    r"""f(x) = x if x > 0 else negative_slope · x;  f'(x) = 1 if x > 0 else negative_slope.
+
+    Shape:
+        input: (*) — any shape
+        output: (*), same shape as the input
+
+    `inplace` is accepted for torch compatibility; the input array is never modified.
+    """
+
+    def __init__(self, negative_slope: float = 1e-2, inplace: bool = False):
+        super().__init__()
+        self.negative_slope = negative_slope
+        self.inplace = inplace
+
+    def forward(self, x):
+        x = check_float_input(self, x)
+        self._cache = x
+        return np.where(x > 0, x, x * float(self.negative_slope))
+
+    def backward(self, grad_output):
+        x = self._saved(self._cache)
+        grad_output = self._grad_output(grad_output, x)
+        return np.where(x > 0, grad_output, grad_output * float(self.negative_slope))
+
+    def extra_repr(self):
+        inplace = ", inplace=True" if self.inplace else ""
+        return f"negative_slope={self.negative_slope}{inplace}"
+
+
+class Sigmoid(_Activation):
+    r"""f(x) = σ(x) = 1 / (1 + e^{−x});  f'(x) = σ(x) (1 − σ(x)).
+
+    Shape:
+        input: (*) — any shape
+        output: (*), values in [0, 1]
+    """
+
+    def forward(self, x):
+        x = check_float_input(self, x)
+        y = _sigmoid(x)
+        self._cache = y
+        return y
+
+    def backward(self, grad_output):
+        y = self._saved(self._cache)
+        return self._grad_output(grad_output, y) * y * (1 - y)
+
+
+class Tanh(_Activation):
+    r"""f(x) = tanh(x) = (e^x − e^{−x}) / (e^x + e^{−x});  f'(x) = 1 − tanh²(x).
+
+    Shape:
+        input: (*) — any shape
+        output: (*), values in [−1, 1]
+    """
+
+    def forward(self, x):
+        x = check_float_input(self, x)
+        # NumPy's float32 tanh is off by up to half an ulp, which 1 − y² (the derivative)
+        # magnifies ~10⁴-fold near saturation; the rounded float64 value is torch's y.
+        y = np.tanh(x.astype(np.float64)).astype(x.dtype, copy=False)
+        self._cache = y
+        return y
+
+    def backward(self, grad_output):
+        y = self._saved(self._cache)
+        # (1 − y)(1 + y) rather than 1 − y²: 1 − y is exact near saturation, so no cancellation.
+        return self._grad_output(grad_output, y) * ((1 - y) * (1 + y))
+
+
+class GELU(_Activation):
+    r"""Gaussian error linear unit, f(x) = x · Φ(x), Φ the standard normal CDF.
+
+    approximate='none' (exact):
+        f(x) = ½ x (1 + erf(x / √2));   f'(x) = Φ(x) + x φ(x),  φ(x) = e^{−x²/2} / √(2π)
+    approximate='tanh':
+        f(x) = ½ x (1 + tanh u),  u = √(2/π) (x + 0.044715 x³)
+        f'(x) = ½ (1 + tanh u) + ½ x (1 − tanh² u) √(2/π) (1 + 3 · 0.044715 x²)
+
+    Shape:
+        input: (*) — any shape
+        output: (*), same shape as the input
+    """
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        x = check_float_input(self, x)
+        self._cache = x
+        if self.approximate == "tanh":
+            return 0.5 * x * (1 + np.tanh(_gelu_tanh_argument(x)))
+        return 0.5 * x * (1 + erf(x * (1 / math.sqrt(2))))
+
+    def backward(self, grad_output):
+        x = self._saved(self._cache)
+        grad_output = self._grad_output(grad_output, x)
+        if self.approximate == "tanh":
+            t = np.tanh(_gelu_tanh_argument(x))
+            du_dx = math.sqrt(2 / math.pi) * (1 + 3 * _GELU_KAPPA * x * x)
+            return grad_output * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du_dx)
+        cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2))))
+        pdf = np.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+        return grad_output * (cdf + x * pdf)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class Softmax(_Activation):
+    r"""softmax(x)_i = e^{x_i} / Σ_j e^{x_j}, taken along `dim`.
+
+    Jacobian: ∂y_i/∂x_j = y_i (δ_ij − y_j), so backward gives y ⊙ (g − Σ_j g_j y_j).
+    Computed as e^{x − max x} so that large logits do not overflow.
+
+    dim=None follows torch's deprecated implicit rule (`_get_softmax_dim`): dim = 0 for
+    inputs of 0, 1 or 3 dimensions, else 1, with the same warning torch gives.
+
+    Shape:
+        input: (*) — any shape
+        output: (*), same shape; entries along `dim` are positive and sum to 1
+    """
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        x = check_float_input(self, x)
+        dim = _softmax_dim(self, x.ndim)
+        shifted = x - x.max(axis=dim, keepdims=True)
+        exp = np.exp(shifted)
+        y = exp / exp.sum(axis=dim, keepdims=True)
+        self._cache = (y, dim)
+        return y
+
+    def backward(self, grad_output):
+        y, dim = self._saved(self._cache)
+        grad_output = self._grad_output(grad_output, y)
+        return y * (grad_output - (grad_output * y).sum(axis=dim, keepdims=True))
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(_Activation):
+    r"""log_softmax(x)_i = x_i − log Σ_j e^{x_j}, taken along `dim`.
+
+    Jacobian: ∂y_i/∂x_j = δ_ij − softmax(x)_j, so backward gives g − softmax(x) Σ_j g_j.
+    The log-sum-exp is shifted by max x so that ±1000 logits stay finite.
+
+    dim=None follows torch's deprecated implicit rule (`_get_softmax_dim`): dim = 0 for
+    inputs of 0, 1 or 3 dimensions, else 1, with the same warning torch gives.
+
+    Shape:
+        input: (*) — any shape
+        output: (*), same shape as the input
+    """
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        x = check_float_input(self, x)
+        dim = _softmax_dim(self, x.ndim)
+        y = _log_softmax(x, dim)
+        self._cache = (y, dim)
+        return y
+
+    def backward(self, grad_output):
+        y, dim = self._saved(self._cache)
+        grad_output = self._grad_output(grad_output, y)
+        return grad_output - np.exp(y) * grad_output.sum(axis=dim, keepdims=True)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # e^{−|x|} never overflows: σ(x) = 1/(1+e^{−x}) for x ≥ 0 and e^{x}/(1+e^{x}) for x < 0.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _log_softmax(x: np.ndarray, axis) -> np.ndarray:
+    """x − log Σ e^x along `axis`; shifting by the maximum keeps every exp() ≤ 1."""
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def _gelu_tanh_argument(x: np.ndarray) -> np.ndarray:
+    return math.sqrt(2 / math.pi) * (x + _GELU_KAPPA * x * x * x)
+
+
+def _softmax_dim(module: Module, ndim: int) -> "int | None":
+    """The axis to normalise over: torch's `_get_softmax_dim` for dim=None, else `dim` checked."""
+    name = type(module).__name__
+    if module.dim is None:
+        function = "log_softmax" if name == "LogSoftmax" else "softmax"
+        warnings.warn(f"Implicit dimension choice for {function} has been deprecated. "
+                      "Change the call to include dim=X as an argument.", stacklevel=4)
+        dim = 0 if ndim in (0, 1, 3) else 1
+    else:
+        # A 0-d input behaves as if it had one axis (torch accepts dim 0 or −1 there).
+        rank = max(ndim, 1)
+        if not -rank <= module.dim < rank:
+            raise ValueError(f"{name}: dim={module.dim} is out of range for an input with {ndim} "
+                             f"dimensions (expected dim in [{-rank}, {rank - 1}])")
+        dim = module.dim
+    # NumPy reduces a 0-d array with axis=None.
+    return dim % ndim if ndim > 0 else None

@@ -178,7 +178,8 @@ class Module:
                         own[key] = (module, kind, name, value)
         given = {k: np.asarray(v) for k, v in state_dict.items()}
         optional = {k for k in given if k.endswith("num_batches_tracked")}
-        missing = sorted(set(own) - set(given))
+        # torch's batch-norm counter may be absent from a state (the contract allows it).
+        missing = sorted(k for k in set(own) - set(given) if not k.endswith("num_batches_tracked"))
         unexpected = sorted(set(given) - set(own) - optional)
         if strict and (missing or unexpected):
             raise KeyError(
