@@ -1,2 +1,238 @@
-"""(being written)"""
-__all__ = []
+"""Normalization layers: `BatchNorm1d`, `BatchNorm2d` (Ioffe & Szegedy, 2015) and
+`LayerNorm` (Ba et al., 2016).
+
+Both normalise x̂ = (x − μ) / √(σ² + ε) and apply y = γ ⊙ x̂ + β; they differ in the axes
+μ and σ² (the biased variance) are taken over: every axis but the channel one for batch
+norm, the trailing `normalized_shape` axes for layer norm. Their backward passes therefore
+share one formula, `_normalized_input_backward`.
+"""
+import numbers
+
+import numpy as np
+
+from dlcourse._random import default_dtype
+from dlcourse.nn.module import Module, check_float_input
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
+
+
+def _normalized_input_backward(grad_x_hat, x_hat, inv_std, axes):
+    r"""Gradient w.r.t. x of x̂ = (x − μ)·inv_std, with μ and the biased σ² over `axes`.
+
+    dx = inv_std ⊙ (dx̂ − mean(dx̂) − x̂ ⊙ mean(dx̂ ⊙ x̂)),  means over `axes`.
+    The two mean terms are the paths through μ and through σ².
+
+    grad_x_hat, x_hat: the input's shape; inv_std: broadcastable to it.
+    """
+    return inv_std * (grad_x_hat
+                      - grad_x_hat.mean(axis=axes, keepdims=True)
+                      - x_hat * (grad_x_hat * x_hat).mean(axis=axes, keepdims=True))
+
+
+def _check_grad_output(module, grad_output, shape, dtype):
+    grad_output = np.asarray(grad_output)
+    if grad_output.shape != shape:
+        raise ValueError(f"{type(module).__name__}.backward expects grad_output of shape {shape}, "
+                         f"got {grad_output.shape}")
+    return grad_output.astype(dtype, copy=False)
+
+
+class _BatchNorm(Module):
+    r"""Batch normalization over every axis except the channel axis 1.
+
+    Training (or track_running_stats=False): μ, σ² are the batch mean and biased variance
+    per channel, and the running estimates move towards the batch's mean and *unbiased*
+    variance: running ← (1 − momentum)·running + momentum·batch (momentum=None: the
+    cumulative average, momentum = 1 / num_batches_tracked).
+    Evaluation: μ, σ² are running_mean and running_var.
+
+    Parameters weight γ (ones) and bias β (zeros), shape (C,); buffers running_mean (zeros),
+    running_var (ones), num_batches_tracked (int64, shape ()) — torch's names and order.
+    Subclasses set the input ranks they accept (`_ndims`) and the layout that the error
+    message shows (`_layout`).
+    """
+
+    _ndims: tuple = ()
+    _layout: str = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
+                 *, bias: bool = True):
+        super().__init__()
+        self.num_features = int(num_features)
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        dtype = np.dtype(dtype) if dtype is not None else default_dtype()
+        shape = (self.num_features,)
+        self.register_parameter("weight", np.ones(shape, dtype) if affine else None)
+        self.register_parameter("bias", np.zeros(shape, dtype) if affine and bias else None)
+        self.register_buffer("running_mean", np.zeros(shape, dtype) if track_running_stats else None)
+        self.register_buffer("running_var", np.ones(shape, dtype) if track_running_stats else None)
+        self.register_buffer("num_batches_tracked",
+                             np.zeros((), np.int64) if track_running_stats else None)
+        self._cache = None
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.fill(0)
+            self.running_var.fill(1)
+            self.num_batches_tracked.fill(0)
+
+    def forward(self, x):
+        x = check_float_input(self, x)
+        if x.ndim not in self._ndims or x.shape[1] != self.num_features:
+            layout = self._layout.format(C=self.num_features)
+            raise ValueError(f"{type(self).__name__} expects input of shape {layout}, "
+                             f"got shape {tuple(x.shape)}")
+        axes = (0,) + tuple(range(2, x.ndim))
+        per_channel = (1, -1) + (1,) * (x.ndim - 2)
+        # torch falls back to batch statistics in eval mode when it keeps no running ones.
+        use_batch_stats = self.training or self.running_mean is None
+        if use_batch_stats:
+            count = x.size // self.num_features
+            if count < 2:
+                raise ValueError(
+                    f"{type(self).__name__} expects more than 1 value per channel when training "
+                    f"(batch statistics), got input of shape {tuple(x.shape)}")
+            mean = x.mean(axis=axes)
+            centered = x - mean.reshape(per_channel)
+            var = (centered ** 2).mean(axis=axes)
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean, var * (count / (count - 1)))
+        else:
+            mean = self.running_mean.astype(x.dtype, copy=False)
+            var = self.running_var.astype(x.dtype, copy=False)
+            centered = x - mean.reshape(per_channel)
+        inv_std = (1 / np.sqrt(var + self.eps)).reshape(per_channel)
+        x_hat = centered * inv_std
+        self._cache = (x_hat, inv_std, use_batch_stats)
+        y = x_hat
+        if self.weight is not None:
+            y = y * self.weight.astype(x.dtype, copy=False).reshape(per_channel)
+        if self.bias is not None:
+            y = y + self.bias.astype(x.dtype, copy=False).reshape(per_channel)
+        return y
+
+    def _update_running_stats(self, batch_mean, batch_var_unbiased):
+        self.num_batches_tracked += 1
+        factor = 1.0 / int(self.num_batches_tracked) if self.momentum is None else self.momentum
+        # In place, so that arrays handed out by `running_mean` stay current.
+        self.running_mean *= 1 - factor
+        self.running_mean += factor * batch_mean
+        self.running_var *= 1 - factor
+        self.running_var += factor * batch_var_unbiased
+
+    def backward(self, grad_output):
+        x_hat, inv_std, used_batch_stats = self._saved(self._cache)
+        grad_output = _check_grad_output(self, grad_output, x_hat.shape, x_hat.dtype)
+        axes = (0,) + tuple(range(2, x_hat.ndim))
+        grad_x_hat = grad_output
+        if self.weight is not None:
+            self.grads["weight"] += (grad_output * x_hat).sum(axis=axes)
+            grad_x_hat = grad_output * self.weight.astype(x_hat.dtype, copy=False).reshape(inv_std.shape)
+        if self.bias is not None:
+            self.grads["bias"] += grad_output.sum(axis=axes)
+        if not used_batch_stats:
+            # Running statistics are constants: the layer is affine in x.
+            return grad_x_hat * inv_std
+        return _normalized_input_backward(grad_x_hat, x_hat, inv_std, axes)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    r"""Batch normalization of features (N, C) or channels of sequences (N, C, L); statistics
+    per channel over N (and L). See `_BatchNorm` for the mathematics.
+
+    Shape:
+        input: (N, C) or (N, C, L)
+        output: same shape as the input
+    """
+
+    _ndims = (2, 3)
+    _layout = "(N, {C}) or (N, {C}, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    r"""Batch normalization of images; statistics per channel over N, H and W.
+    See `_BatchNorm` for the mathematics.
+
+    Shape:
+        input: (N, C, H, W)
+        output: (N, C, H, W)
+    """
+
+    _ndims = (4,)
+    _layout = "(N, {C}, H, W)"
+
+
+class LayerNorm(Module):
+    r"""Layer normalization over the trailing dimensions given by `normalized_shape`:
+
+        y = (x − E[x]) / √(Var[x] + ε) ⊙ γ + β,
+
+    with the mean and biased variance taken per sample over those trailing dimensions, in
+    training and evaluation alike (no running statistics).
+
+    Shape:
+        input: (*, *normalized_shape)
+        output: same shape as the input
+        weight γ (ones), bias β (zeros): normalized_shape — present when elementwise_affine
+        (bias only when bias=True)
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, numbers.Integral):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(int(n) for n in normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        dtype = np.dtype(dtype) if dtype is not None else default_dtype()
+        shape = self.normalized_shape
+        self.register_parameter("weight", np.ones(shape, dtype) if elementwise_affine else None)
+        self.register_parameter("bias", np.zeros(shape, dtype) if elementwise_affine and bias else None)
+        self._cache = None
+
+    def forward(self, x):
+        x = check_float_input(self, x)
+        k = len(self.normalized_shape)
+        if x.ndim < k or tuple(x.shape[x.ndim - k:]) != self.normalized_shape:
+            layout = ", ".join(["*", *map(str, self.normalized_shape)])
+            raise ValueError(f"LayerNorm expects input of shape ({layout}), got shape {tuple(x.shape)}")
+        axes = tuple(range(x.ndim - k, x.ndim))
+        centered = x - x.mean(axis=axes, keepdims=True)
+        var = (centered ** 2).mean(axis=axes, keepdims=True)
+        inv_std = 1 / np.sqrt(var + self.eps)
+        x_hat = centered * inv_std
+        self._cache = (x_hat, inv_std)
+        y = x_hat
+        if self.weight is not None:
+            y = y * self.weight.astype(x.dtype, copy=False)
+        if self.bias is not None:
+            y = y + self.bias.astype(x.dtype, copy=False)
+        return y
+
+    def backward(self, grad_output):
+        x_hat, inv_std = self._saved(self._cache)
+        grad_output = _check_grad_output(self, grad_output, x_hat.shape, x_hat.dtype)
+        k = len(self.normalized_shape)
+        leading = tuple(range(x_hat.ndim - k))
+        normalized = tuple(range(x_hat.ndim - k, x_hat.ndim))
+        grad_x_hat = grad_output
+        if self.weight is not None:
+            self.grads["weight"] += (grad_output * x_hat).sum(axis=leading)
+            grad_x_hat = grad_output * self.weight.astype(x_hat.dtype, copy=False)
+        if self.bias is not None:
+            self.grads["bias"] += grad_output.sum(axis=leading)
+        return _normalized_input_backward(grad_x_hat, x_hat, inv_std, normalized)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
