@@ -1,0 +1,87 @@
+"""Shared timing helpers: dlcourse and torch measured in the same process, same threads.
+
+Each case is timed as the median of `repeats` runs (after a warm-up); the table prints the
+ratio dlcourse / torch, so machine noise that hits both sides cancels out.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from datetime import date
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+
+def median_time(fn, repeats: int, min_time: float = 0.05) -> float:
+    """Median seconds per call; each sample loops until it has run at least `min_time`."""
+    fn()
+    calls = 1
+    start = time.perf_counter()
+    fn()
+    once = time.perf_counter() - start
+    calls = max(1, int(min_time / max(once, 1e-9)))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls)
+    return statistics.median(samples)
+
+
+def parse_args(description: str):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--repeats", type=int, default=7, help="runs per case; the median is reported")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="threads for both NumPy's BLAS and torch")
+    parser.add_argument("--only", default=None, help="substring filter on case names")
+    return parser.parse_args()
+
+
+def run_cases(cases, args, title: str):
+    """cases: list of (name, goal, dlcourse_fn, torch_fn). Prints a Markdown table."""
+    torch.set_num_threads(args.threads)
+    print(f"## {title}\n")
+    print(f"{date.today()} · {platform.processor() or platform.machine()} · {args.threads} thread(s) · "
+          f"torch {torch.__version__} · numpy {np.__version__} · median of {args.repeats}\n")
+    print("| case | dlcourse (ms) | torch (ms) | ratio | goal |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    rows = []
+    with threadpool_limits(limits=args.threads):
+        for name, goal, ours, theirs in cases:
+            if args.only and args.only not in name:
+                continue
+            # alternate the two sides so a slow phase of the machine hits both
+            t_ours = median_time(ours, args.repeats)
+            t_torch = median_time(theirs, args.repeats)
+            ratio = t_ours / t_torch
+            flag = "" if ratio <= goal else " ⚠"
+            print(f"| {name} | {t_ours * 1e3:.3f} | {t_torch * 1e3:.3f} | {ratio:.2f}{flag} | ≤ {goal} |", flush=True)
+            rows.append((name, t_ours, t_torch, ratio, goal))
+    return rows
+
+
+def layer_case(name, goal, module, torch_module, x):
+    """Forward + backward of a dlcourse module and its torch twin on the same float32 input.
+
+    Both start from the same parameters; both accumulate parameter gradients, as a training
+    step would between zero_grad calls.
+    """
+    module.load_state_dict({k: v.detach().numpy() for k, v in torch_module.state_dict().items()})
+    x = np.asarray(x, dtype=np.float32)
+    grad_output = np.random.default_rng(0).standard_normal(np.shape(module(x))).astype(np.float32)
+    x_torch = torch.tensor(x, requires_grad=True)
+    grad_torch = torch.tensor(grad_output)
+
+    def ours():
+        module(x)
+        module.backward(grad_output)
+
+    def theirs():
+        torch_module(x_torch).backward(grad_torch)
+
+    return name, goal, ours, theirs
