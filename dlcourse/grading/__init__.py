@@ -1,0 +1,1 @@
+"""The course directory, nbgrader wrappers, the student self-check and the autograder."""

@@ -1,0 +1,67 @@
+"""The nbgrader course directory (`nbgrader_config.py` at its root) and the plain nbgrader
+commands run on it: `solutions/` is nbgrader's source, `exercises/` its release."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["CourseError", "find_root", "assignments", "run_nbgrader", "release"]
+
+
+class CourseError(Exception):
+    """A problem with the course directory that the user can fix (printed as one line)."""
+
+
+def find_root(start=None) -> Path:
+    """The nearest folder, from `start` (default: the working directory) upwards, that
+    holds nbgrader_config.py and solutions/."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "nbgrader_config.py").is_file() and (folder / "solutions").is_dir():
+            return folder
+    raise CourseError(f"no course directory at or above {here}: run this inside the folder "
+                      "that holds nbgrader_config.py and solutions/")
+
+
+def assignments(root: Path) -> list[str]:
+    """Assignment names: the folders of solutions/ that hold a notebook."""
+    return sorted(p.name for p in (root / "solutions").iterdir()
+                  if p.is_dir() and any(p.glob("*.ipynb")))
+
+
+def nbgrader_env() -> dict:
+    """nbgrader calls helper programs (alembic) by name: put this interpreter's bin first."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def run_nbgrader(root: Path, *args: str, timeout: float | None = None) -> str:
+    """Run `nbgrader ARGS` in the course root; return its log, or raise CourseError with
+    nbgrader's first error line."""
+    command = [sys.executable, "-m", "nbgrader", *args]
+    completed = subprocess.run(command, cwd=root, env=nbgrader_env(), capture_output=True,
+                               text=True, timeout=timeout)
+    log = completed.stdout + completed.stderr
+    if completed.returncode != 0 or "| ERROR]" in log:
+        errors = [line for line in log.splitlines() if "ERROR" in line or "Error" in line]
+        raise CourseError(f"nbgrader {' '.join(args)} failed: {errors[0].strip() if errors else log[-300:]}")
+    return log
+
+
+def release(root: Path, assignment: str | None = None) -> list[Path]:
+    """Regenerate exercises/<assignment>/ from solutions/ with nbgrader (solutions and
+    hidden tests stripped, checksums written) and register each assignment in the gradebook."""
+    names = assignments(root)
+    if assignment is not None:
+        if assignment not in names:
+            raise CourseError(f"no assignment {assignment!r} in {root / 'solutions'}; "
+                              f"there are: {', '.join(names) or 'none'}")
+        names = [assignment]
+    written = []
+    for name in names:
+        run_nbgrader(root, "generate_assignment", name, "--force", "--create")
+        written += sorted((root / "exercises" / name).glob("*.ipynb"))
+    return written
