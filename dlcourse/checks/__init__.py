@@ -15,6 +15,7 @@ Part ids are `chNN.name`; the parts of a chapter live in `dlcourse/checks/chNN.p
 """
 from __future__ import annotations
 
+import copy
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -138,16 +139,18 @@ def check(part_id: str, student_function, seed: int = 0) -> None:
     """Run the student's function on a part's seeded cases and compare with the reference.
 
     Returns None (nbgrader would read a returned number as partial credit) or raises
-    CheckFailure with a message that names the case and the difference. Arrays are copied
-    before the student sees them, so an in-place change to an input cannot alter the
-    reference's answer.
+    CheckFailure with a message that names the case and the difference. The arguments are
+    deep-copied before the student sees them, so an in-place change to an input cannot
+    alter the reference's answer.
     """
     spec = get_part(part_id)
     if not callable(student_function):
         raise CheckFailure(f"{spec.function} is not a function; define it in the cell above")
     all_cases = spec.make_cases(np.random.default_rng(seed))
     for number, args in enumerate(all_cases, start=1):
-        student_args = tuple(np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args)
+        # A deep copy: a student's in-place change (to an array, a list of arrays or a
+        # model) cannot alter what the reference is given.
+        student_args = copy.deepcopy(args)
         got = student_function(*student_args)
         expected = spec.reference(*args)
         where = f"{spec.function}, case {number} of {len(all_cases)} ({', '.join(_describe(a) for a in args)})"

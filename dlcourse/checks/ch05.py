@@ -1,0 +1,105 @@
+"""Chapter 5 (loss functions): value and input gradient of MSE, cross-entropy from logits,
+binary cross-entropy with logits and the multi-class hinge loss, plus a stable log-softmax.
+
+Every loss is averaged over the batch (torch's reduction='mean'). References come from
+`dlcourse.nn.MSELoss`, `LogSoftmax`, `CrossEntropyLoss`, `BCEWithLogitsLoss` and
+`MultiMarginLoss`, which the test suite holds to PyTorch.
+"""
+import numpy as np
+
+from dlcourse import nn
+from dlcourse.checks import part
+
+
+def _value_and_grad(loss_fn, x, target):
+    """(loss, d loss / d x) of a dlcourse loss with the default reduction='mean'."""
+    return loss_fn(x, target), loss_fn.backward()
+
+
+def _logits(rng, n, classes, scale=1.0):
+    return scale * rng.standard_normal((n, classes))
+
+
+def _saturated_logits(rng, n, classes):
+    """Logits of ±1000 and thereabouts: exp() of any of them overflows float64."""
+    return rng.choice([-1000.0, 1000.0], size=(n, classes)) + rng.standard_normal((n, classes))
+
+
+@part("ch05.mse_loss", "mse_loss")
+def mse_loss_cases(rng):
+    """Mean squared error over all elements, and its gradient, for inputs of several shapes."""
+    cases = []
+    for shape in [(4, 3), (7,), (2, 3, 5), (1,)]:
+        cases.append((rng.standard_normal(shape) * 2, rng.standard_normal(shape)))
+    return cases
+
+
+@mse_loss_cases.reference
+def mse_loss_reference(input, target):
+    return _value_and_grad(nn.MSELoss(), input, target)
+
+
+@part("ch05.log_softmax", "log_softmax")
+def log_softmax_cases(rng):
+    """log-softmax of every row of (N, C) logits, including rows of ±1000 and a large common offset."""
+    return [(_logits(rng, 4, 5),), (_logits(rng, 1, 3),), (_saturated_logits(rng, 3, 4),),
+            (1e4 + _logits(rng, 2, 6),), (_logits(rng, 6, 2, scale=30.0),)]
+
+
+@log_softmax_cases.reference
+def log_softmax_reference(x):
+    return nn.LogSoftmax(dim=1)(x)
+
+
+def _class_cases(rng):
+    cases = []
+    for n, classes, logits in [(5, 4, None), (1, 3, None), (8, 10, None), (6, 2, "scaled"),
+                               (4, 5, "saturated")]:
+        if logits == "saturated":
+            x = _saturated_logits(rng, n, classes)
+        else:
+            x = _logits(rng, n, classes, scale=4.0 if logits == "scaled" else 1.5)
+        cases.append((x, rng.integers(0, classes, size=n)))
+    return cases
+
+
+@part("ch05.cross_entropy", "cross_entropy")
+def cross_entropy_cases(rng):
+    """Cross-entropy from (N, C) logits and (N,) class indices, averaged over the batch; ±1000 logits included."""
+    return _class_cases(rng)
+
+
+@cross_entropy_cases.reference
+def cross_entropy_reference(logits, target):
+    return _value_and_grad(nn.CrossEntropyLoss(), logits, target)
+
+
+@part("ch05.bce_with_logits", "bce_with_logits")
+def bce_with_logits_cases(rng):
+    """Binary cross-entropy from logits, averaged over all elements; 0/1 and soft targets, ±1000 logits."""
+    cases = []
+    for shape, kind in [((6,), "labels"), ((4, 3), "labels"), ((5, 2), "soft"), ((8,), "saturated"), ((1,), "labels")]:
+        x = rng.choice([-1000.0, 1000.0], size=shape) if kind == "saturated" else 3 * rng.standard_normal(shape)
+        target = rng.random(shape) if kind == "soft" else rng.integers(0, 2, size=shape).astype(np.float64)
+        cases.append((x, target))
+    return cases
+
+
+@bce_with_logits_cases.reference
+def bce_with_logits_reference(logits, target):
+    return _value_and_grad(nn.BCEWithLogitsLoss(), logits, target)
+
+
+@part("ch05.multi_margin_loss", "multi_margin_loss")
+def multi_margin_loss_cases(rng):
+    """Multi-class hinge loss (margin 1, p = 1) of (N, C) scores, averaged over the batch; some rows
+    have no violated margin at all."""
+    cases = _class_cases(rng)[:4]
+    x, target = _logits(rng, 5, 4, scale=0.5), rng.integers(0, 4, size=5)
+    x[np.arange(3), target[:3]] += 3.0  # rows 0–2 clear every margin: zero loss, zero gradient
+    return cases + [(x, target)]
+
+
+@multi_margin_loss_cases.reference
+def multi_margin_loss_reference(scores, target):
+    return _value_and_grad(nn.MultiMarginLoss(p=1, margin=1.0), scores, target)

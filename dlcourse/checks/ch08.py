@@ -1,0 +1,214 @@
+"""Chapter 8 (training an MLP end to end): one-hot targets, accuracy, shuffled mini-batches,
+one training step, and a whole training run that must reach a target test accuracy.
+
+References come from `dlcourse.nn.Embedding` (a lookup in the identity matrix is one-hot
+encoding), `dlcourse.train` (its accuracy and its training loop, run for one step) and
+`dlcourse.data.DataLoader`; the test suite holds them to PyTorch.
+
+Two parts are not compared with `allclose`:
+- `batch_indices` is compared as a set of batches (which indices share a batch), so the
+  order of the batches and of the indices inside one does not matter;
+- `train_digits_mlp` returns a state_dict, and its compare loads it into a
+  `dlcourse.models.MLP` and measures the accuracy on the fixed digits test split.
+"""
+import copy
+import weakref
+
+import numpy as np
+
+from dlcourse import nn, optim
+from dlcourse._random import using_generator
+from dlcourse.checks import CheckFailure, compare_values, part
+from dlcourse.data import ArrayDataset, DataLoader, load_digits
+from dlcourse.models import MLP
+from dlcourse.train import _accuracy, fit
+
+TARGET_TEST_ACCURACY = 0.95
+
+
+@part("ch08.one_hot", "one_hot")
+def one_hot_cases(rng):
+    """One-hot rows for integer labels: several sizes, one class only, the last class present."""
+    cases = []
+    for n, classes in [(6, 4), (1, 10), (8, 2), (12, 5)]:
+        labels = rng.integers(0, classes, size=n)
+        labels[-1] = classes - 1
+        cases.append((labels, classes))
+    cases.append((np.full(5, 2), 3))
+    return cases
+
+
+@one_hot_cases.reference
+def one_hot_reference(labels, num_classes):
+    identity = nn.Embedding.from_pretrained(np.eye(num_classes))
+    return identity(labels)
+
+
+@part("ch08.accuracy", "accuracy")
+def accuracy_cases(rng):
+    """Fraction of rows whose largest logit is the label: random, all right, none right, one row."""
+    cases = []
+    for n, classes in [(20, 10), (7, 3), (1, 4), (50, 2)]:
+        cases.append((rng.standard_normal((n, classes)), rng.integers(0, classes, size=n)))
+    logits = rng.standard_normal((6, 5))
+    cases.append((logits, np.argmax(logits, axis=1)))
+    cases.append((logits, (np.argmax(logits, axis=1) + 1) % 5))
+    return cases
+
+
+@accuracy_cases.reference
+def accuracy_reference(logits, labels):
+    return _accuracy(logits, labels)
+
+
+def _compare_batches(got, expected, args):
+    n, batch_size, seed = args
+    if isinstance(got, np.ndarray) and got.ndim < 2:
+        raise CheckFailure(f"returned one array of shape {got.shape}, expected a list of index arrays, one per batch")
+    try:
+        batches = [np.asarray(batch).reshape(-1) for batch in got]
+    except TypeError:
+        raise CheckFailure(f"returned {type(got).__name__}, expected a list of index arrays, one per batch") from None
+    if len(batches) != len(expected):
+        raise CheckFailure(f"returned {len(batches)} batches, expected {len(expected)} for n={n}, "
+                           f"batch_size={batch_size} (the last batch holds what is left over)")
+    everything = np.sort(np.concatenate(batches)) if batches else np.array([])
+    if everything.shape != (n,) or not np.array_equal(everything, np.arange(n)):
+        raise CheckFailure(f"the batches must hold every index 0..{n - 1} exactly once")
+    if sorted(map(len, batches)) != sorted(map(len, expected)):
+        raise CheckFailure(f"batch sizes {[len(b) for b in batches]}, expected {[len(e) for e in expected]}")
+    if {frozenset(b.tolist()) for b in batches} != {frozenset(e.tolist()) for e in expected}:
+        raise CheckFailure(f"the batches group the indices differently from the seeded shuffle: cut "
+                           f"np.random.default_rng(seed).permutation(n) into consecutive batches (seed={seed})")
+
+
+@part("ch08.batch_indices", "batch_indices", compare=_compare_batches)
+def batch_indices_cases(rng):
+    """Shuffled mini-batches of the indices 0…n−1 (seeded): a remainder batch, an exact split,
+    one batch only, batches of one."""
+    seeds = rng.integers(0, 2**31, size=5)
+    return [(10, 4, int(seeds[0])), (12, 3, int(seeds[1])), (5, 8, int(seeds[2])), (7, 1, int(seeds[3])),
+            (100, 32, int(seeds[4]))]
+
+
+@batch_indices_cases.reference
+def batch_indices_reference(n, batch_size, seed):
+    loader = DataLoader(ArrayDataset(np.arange(n)), batch_size=batch_size, shuffle=True, seed=seed)
+    return [indices for (indices,) in loader]
+
+
+# ------------------------------------------------------------------------- one training step
+# A case hands the student live dlcourse objects, which their train_step changes. A copy of each
+# case as it was built is kept here, so that the reference steps from the same starting point.
+_PRISTINE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _train_step_case(rng, sizes, make_optimizer, loss_fn, targets, mid_training=False):
+    in_features, hidden_sizes, classes, n = sizes
+    with using_generator(np.random.default_rng(rng.integers(2**32))):
+        model = MLP(in_features, hidden_sizes=hidden_sizes, num_classes=classes).double()
+    optimizer = make_optimizer(model)
+    # Gradients left over from an earlier batch (which a step must clear before its backward),
+    # and, for stateful optimizers, a step already taken with them.
+    for _, grad in model.named_gradients():
+        grad[...] = rng.standard_normal(grad.shape)
+    if mid_training:
+        optimizer.step()
+    x = rng.standard_normal((n, in_features))
+    labels = rng.integers(0, classes, size=n)
+    y = labels if targets == "labels" else np.eye(classes)[labels]
+    _PRISTINE[model] = copy.deepcopy((model, loss_fn, optimizer))
+    return model, loss_fn, optimizer, x, y
+
+
+def _compare_train_step(got, expected, args):
+    if not isinstance(got, tuple) or len(got) != 2:
+        raise CheckFailure(f"returned {type(got).__name__}, expected the pair (loss, model.state_dict())")
+    loss, state = got
+    expected_loss, expected_state = expected
+    compare_values(loss, expected_loss, 1e-6, 1e-8, "loss (before the step)")
+    if not isinstance(state, dict):
+        raise CheckFailure(f"the second value is {type(state).__name__}, expected model.state_dict()")
+    if set(state) != set(expected_state):
+        raise CheckFailure(f"the state_dict has keys {sorted(state)}, expected {sorted(expected_state)}")
+    initial = _PRISTINE[args[0]][0].state_dict() if args[0] in _PRISTINE else None
+    if initial is not None and all(np.array_equal(np.asarray(state[k]), initial[k]) for k in initial):
+        raise CheckFailure("the parameters did not change: call optimizer.step() after model.backward(...)")
+    for key, value in expected_state.items():
+        compare_values(state[key], value, 1e-6, 1e-8, f"state_dict[{key!r}] after the step")
+
+
+@part("ch08.train_step", "train_step", compare=_compare_train_step)
+def train_step_cases(rng):
+    """One step (forward, loss, zero_grad, backward, step) on float64 MLPs with stale gradients:
+    plain SGD, SGD with momentum in mid-training, Adam; cross-entropy (with and without label
+    smoothing) and MSE on one-hot targets."""
+    return [
+        _train_step_case(rng, (4, (5,), 3, 6), lambda m: optim.SGD(m, lr=0.1), nn.CrossEntropyLoss(), "labels"),
+        _train_step_case(rng, (6, (8, 7), 4, 5), lambda m: optim.SGD(m, lr=0.05, momentum=0.9),
+                         nn.CrossEntropyLoss(label_smoothing=0.1), "labels", mid_training=True),
+        _train_step_case(rng, (3, (4,), 2, 1), lambda m: optim.Adam(m, lr=0.01), nn.CrossEntropyLoss(), "labels",
+                         mid_training=True),
+        _train_step_case(rng, (5, (6,), 3, 4), lambda m: optim.SGD(m, lr=0.2), nn.MSELoss(), "one-hot"),
+    ]
+
+
+@train_step_cases.reference
+def train_step_reference(model, loss_fn, optimizer, x, y):
+    model, loss_fn, optimizer = copy.deepcopy(_PRISTINE[model])
+    history = fit(model, loss_fn, optimizer, [(x, y)], epochs=1, progress=False)
+    return history.batch_loss[0], model.state_dict()
+
+
+# ------------------------------------------------------------------------- a whole training run
+def _digits():
+    return load_digits()
+
+
+def load_digits_mlp(state) -> MLP:
+    """A dlcourse.models.MLP(64, hidden_sizes=…, 10) holding `state`; the hidden sizes are read
+    off the shapes of fc1.weight, fc2.weight, …; raises CheckFailure when it does not fit."""
+    if not isinstance(state, dict):
+        raise CheckFailure(f"returned {type(state).__name__}, expected model.state_dict() (a dict of arrays)")
+    layers = 0
+    while f"fc{layers + 1}.weight" in state:
+        layers += 1
+    if layers == 0:
+        raise CheckFailure(f"the state_dict has keys {sorted(state)[:6]}, expected those of "
+                           "dlcourse.models.MLP: fc1.weight, fc1.bias, fc2.weight, …")
+    try:
+        hidden_sizes = tuple(int(np.shape(state[f"fc{i}.weight"])[0]) for i in range(1, layers))
+        model = MLP(64, hidden_sizes=hidden_sizes, num_classes=10)
+        model.load_state_dict(state)
+    except (KeyError, ValueError, IndexError) as error:
+        raise CheckFailure(f"the state_dict does not fit dlcourse.models.MLP(64, hidden_sizes=..., "
+                           f"num_classes=10): {error}") from None
+    return model
+
+
+def digits_test_accuracy(state) -> float:
+    """Accuracy of the MLP in `state` on the fixed digits test split (eval mode)."""
+    model = load_digits_mlp(state).eval()
+    _, (x_test, y_test) = _digits()
+    with np.errstate(all="ignore"):
+        return _accuracy(model(x_test.astype(model.fc1.weight.dtype)), y_test)
+
+
+def _compare_test_accuracy(got, expected, args):
+    accuracy = digits_test_accuracy(got)
+    if not accuracy >= expected:
+        raise CheckFailure(f"test accuracy {accuracy:.1%} is below the target {expected:.0%} "
+                           f"(trained with seed={args[2]})")
+
+
+@part("ch08.train_digits_mlp", "train_digits_mlp", compare=_compare_test_accuracy)
+def train_digits_mlp_cases(rng):
+    """Train an MLP on the digits training split with two seeds the student never saw."""
+    (x_train, y_train), _ = _digits()
+    return [(x_train, y_train, int(seed)) for seed in rng.integers(1, 2**31, size=2)]
+
+
+@train_digits_mlp_cases.reference
+def train_digits_mlp_reference(x_train, y_train, seed):
+    """What any answer must reach: the target accuracy on the fixed test split."""
+    return TARGET_TEST_ACCURACY
