@@ -1,2 +1,236 @@
-"""(being written)"""
-__all__ = []
+"""Convolution: `Conv2d`, computed as im2col + one matrix product.
+
+A convolution is a matrix product once every receptive field is laid out as a column
+("im2col"): with cols[(c, i, j), (n, oh, ow)] = x_pad[n, c, oh·s + i·d, ow·s + j·d],
+
+    y[n, o, oh, ow] = b[o] + Σ_(c,i,j) W[o, c, i, j] · cols[(c, i, j), (n, oh, ow)].
+
+Backward is the same product read the other way: dW = dY · colsᵀ, dcols = Wᵀ · dY, and dx
+sums each column of dcols back into the receptive field it came from ("col2im").
+
+`window_view` and `add_windows` (the two directions of that reshuffle) are shared with the
+pooling layers.
+"""
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from dlcourse._random import default_dtype
+from dlcourse.nn import init
+from dlcourse.nn.module import Module, check_float_input
+
+__all__ = ["Conv2d"]
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def pair(value, name: str, owner: str) -> tuple[int, int]:
+    """An int or a pair of ints as a pair (torch's `_pair`), with a clear error otherwise."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(values) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                   for v in values):
+        raise ValueError(f"{owner}: {name} must be an int or a pair of ints, got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+def output_size(size: int, kernel: int, stride: int, dilation: int, pad_total: int) -> int:
+    """Number of window positions along one axis: ⌊(size + pad − d·(k−1) − 1) / s⌋ + 1."""
+    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def window_view(padded: np.ndarray, kernel_size, stride, dilation, out_size) -> np.ndarray:
+    """Every receptive field of `padded`, without copying.
+
+    view[..., i, j, oh, ow] = padded[..., oh·sh + i·dh, ow·sw + j·dw]
+
+    Shape:
+        padded: (..., Hp, Wp), large enough for every window
+        returns: (..., kh, kw, Ho, Wo), read-only
+    """
+    (kh, kw), (sh, sw), (dh, dw), (out_h, out_w) = kernel_size, stride, dilation, out_size
+    *leading, row, col = padded.strides
+    return as_strided(padded, shape=(*padded.shape[:-2], kh, kw, out_h, out_w),
+                      strides=(*leading, dh * row, dw * col, sh * row, sw * col), writeable=False)
+
+
+def add_windows(grad_windows: np.ndarray, stride, dilation, padded_shape) -> np.ndarray:
+    """The adjoint of `window_view`: add each window's gradient back where it was read.
+
+    Windows overlap, so the sum runs over the kh·kw kernel offsets; for a fixed offset the
+    positions read by different windows are distinct, so a strided `+=` is exact.
+
+    Shape:
+        grad_windows: (..., kh, kw, Ho, Wo)
+        returns: padded_shape = (..., Hp, Wp)
+    """
+    *_, kh, kw, out_h, out_w = grad_windows.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    grad = np.zeros(padded_shape, dtype=grad_windows.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            grad[..., i * dh: i * dh + sh * (out_h - 1) + 1: sh,
+                 j * dw: j * dw + sw * (out_w - 1) + 1: sw] += grad_windows[..., i, j, :, :]
+    return grad
+
+
+class Conv2d(Module):
+    r"""2-D convolution (cross-correlation, as in torch) over an (N, C, H, W) batch.
+
+        y[n, o, oh, ow] = b[o] + Σ_{c ∈ group(o), i, j} W[o, c', i, j] · x_pad[n, c, oh·sh + i·dh, ow·sw + j·dw]
+
+    where c' = c − (first channel of o's group): each group of C_in / groups input channels
+    feeds its own C_out / groups output channels.
+
+    Shape:
+        input: (N, C_in, H, W) or unbatched (C_in, H, W)
+        output: (N, C_out, H_out, W_out) or (C_out, H_out, W_out), with
+            H_out = ⌊(H + pad_top + pad_bottom − dh·(kh − 1) − 1) / sh⌋ + 1 (W_out alike)
+        weight: (C_out, C_in / groups, kh, kw), bias: (C_out,)
+
+    padding is an int, a pair, 'valid' (none) or 'same' (output size = input size; stride 1
+    only; for an even effective kernel the extra row/column goes at the bottom/right, as in
+    torch). groups splits the channels into independent convolutions (groups = C_in is a
+    depthwise convolution). Initialised as torch does: W by kaiming_uniform_(a=√5),
+    b ~ U(−1/√fan_in, 1/√fan_in) with fan_in = C_in / groups · kh · kw.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device=None, dtype=None):
+        super().__init__()
+        if not isinstance(groups, (int, np.integer)) or groups <= 0:
+            raise ValueError("groups must be a positive integer")
+        if in_channels % groups != 0:
+            raise ValueError("in_channels must be divisible by groups")
+        if out_channels % groups != 0:
+            raise ValueError("out_channels must be divisible by groups")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {set(PADDING_MODES)}, "
+                             f"but got padding_mode={padding_mode!r}")
+        if padding_mode != "zeros":
+            raise ValueError(f"dlcourse Conv2d supports padding_mode='zeros' only, got {padding_mode!r}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d")
+        self.stride = pair(stride, "stride", "Conv2d")
+        self.dilation = pair(dilation, "dilation", "Conv2d")
+        if min(self.kernel_size + self.stride + self.dilation) < 1:
+            raise ValueError(f"Conv2d: kernel_size, stride and dilation must be positive, got "
+                             f"{self.kernel_size}, {self.stride} and {self.dilation}")
+        self.groups, self.padding_mode = int(groups), padding_mode
+        if isinstance(padding, str):
+            if padding not in ("valid", "same"):
+                raise ValueError(f"Invalid padding string {padding!r}, should be one of {{'same', 'valid'}}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+            self.padding = padding
+            # 'same' pads d·(k − 1) in total; torch puts the odd one at the bottom/right.
+            totals = [0, 0] if padding == "valid" else [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            self._pads = tuple((total // 2, total - total // 2) for total in totals)
+        else:
+            self.padding = pair(padding, "padding", "Conv2d")
+            if min(self.padding) < 0:
+                raise ValueError(f"Conv2d: padding must be non-negative, got {self.padding}")
+            self._pads = tuple((p, p) for p in self.padding)
+        dtype = np.dtype(dtype) if dtype is not None else default_dtype()
+        weight_shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        self.register_parameter("weight", np.empty(weight_shape, dtype))
+        self.register_parameter("bias", np.empty(self.out_channels, dtype) if bias else None)
+        self.reset_parameters()
+        self._cache = None
+
+    def reset_parameters(self) -> None:
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight[0].size
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+
+    def _check_input(self, x) -> np.ndarray:
+        x = check_float_input(self, x)
+        c = self.in_channels
+        if x.ndim not in (3, 4) or x.shape[-3] != c:
+            layout = {4: f"(N, {c}, H, W)", 3: f"({c}, H, W)"}.get(x.ndim, f"(N, {c}, H, W) or ({c}, H, W)")
+            raise ValueError(f"Conv2d expects input of shape {layout}, got shape {tuple(x.shape)}")
+        (top, bottom), (left, right) = self._pads
+        padded = (x.shape[-2] + top + bottom, x.shape[-1] + left + right)
+        reach = tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size))
+        if padded[0] < reach[0] or padded[1] < reach[1]:
+            raise ValueError(f"Conv2d: the padded input is {padded[0]} x {padded[1]} per channel, smaller "
+                             f"than the (dilated) kernel {reach[0]} x {reach[1]}; got input shape {tuple(x.shape)}")
+        return x
+
+    def forward(self, x):
+        x = self._check_input(x)
+        unbatched = x.ndim == 3
+        if unbatched:
+            x = x[None]
+        n, c, h, w = x.shape
+        (top, bottom), (left, right) = self._pads
+        out_size = tuple(output_size(size, k, s, d, sum(p)) for size, k, s, d, p
+                         in zip((h, w), self.kernel_size, self.stride, self.dilation, self._pads))
+        # Channels lead and the batch follows, so that the columns (n, oh, ow) of all images
+        # form one matrix: a single large matrix product instead of one per image.
+        padded = np.zeros((c, n, h + top + bottom, w + left + right), dtype=x.dtype)
+        padded[:, :, top:top + h, left:left + w] = x.transpose(1, 0, 2, 3)
+        windows = window_view(padded, self.kernel_size, self.stride, self.dilation, out_size)
+        # (C, N, kh, kw, Ho, Wo) → rows (c, i, j), split by group; columns (n, oh, ow).
+        cols = self._cols_array((c, *self.kernel_size, n, *out_size), x.dtype)
+        np.copyto(cols, windows.transpose(0, 2, 3, 1, 4, 5))
+        cols = cols.reshape(self.groups, -1, n * out_size[0] * out_size[1])
+        weight = self.weight.astype(x.dtype, copy=False).reshape(self.groups, self.out_channels // self.groups, -1)
+        y = (weight @ cols).reshape(self.out_channels, n, *out_size).transpose(1, 0, 2, 3)
+        y = np.ascontiguousarray(y)
+        if self.bias is not None:
+            y += self.bias.astype(x.dtype, copy=False)[:, None, None]
+        self._cache = (cols, padded.shape, (h, w), out_size, unbatched)
+        return y[0] if unbatched else y
+
+    def backward(self, grad_output):
+        cols, padded_shape, (h, w), out_size, unbatched = self._saved(self._cache)
+        c, n = padded_shape[:2]
+        out_channels, groups = self.out_channels, self.groups
+        expected = (n, out_channels, *out_size)[1 if unbatched else 0:]
+        grad_output = np.asarray(grad_output)
+        if grad_output.shape != expected:
+            raise ValueError(f"Conv2d.backward expects grad_output of shape {expected}, "
+                             f"got {grad_output.shape}")
+        grad_output = grad_output.astype(cols.dtype, copy=False)
+        if unbatched:
+            grad_output = grad_output[None]
+        # (N, C_out, Ho, Wo) → (groups, C_out / groups, (n, oh, ow)), the layout of the forward product.
+        grad_y = grad_output.transpose(1, 0, 2, 3).reshape(groups, out_channels // groups, -1)
+        self.grads["weight"] += (grad_y @ cols.transpose(0, 2, 1)).reshape(self.weight.shape)
+        if self.bias is not None:
+            self.grads["bias"] += grad_output.sum(axis=(0, 2, 3))
+        weight = self.weight.astype(cols.dtype, copy=False).reshape(groups, out_channels // groups, -1)
+        grad_cols = (weight.transpose(0, 2, 1) @ grad_y).reshape(c, *self.kernel_size, n, *out_size)
+        grad_padded = add_windows(grad_cols.transpose(0, 3, 1, 2, 4, 5), self.stride, self.dilation, padded_shape)
+        (top, _), (left, _) = self._pads
+        grad_input = np.ascontiguousarray(grad_padded[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3))
+        return grad_input[0] if unbatched else grad_input
+
+    def _cols_array(self, shape, dtype) -> np.ndarray:
+        """An array for im2col, reusing the previous forward's when it fits: it is kh·kw
+        times the input, and allocating that much afresh on every call costs page faults
+        comparable to the arithmetic. (The cache holds it until the next forward anyway.)"""
+        if self._cache is not None:
+            previous = self._cache[0]
+            if previous.size == math.prod(shape) and previous.dtype == dtype:
+                return previous.reshape(shape)
+        return np.empty(shape, dtype)
+
+    def extra_repr(self):
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode}"
+        return text
