@@ -19,4 +19,5 @@ from dlcourse.nn.sparse import *  # noqa: F401,F403
 from dlcourse.nn.rnn import *  # noqa: F401,F403
 from dlcourse.nn.attention import *  # noqa: F401,F403
 from dlcourse.nn.transformer import *  # noqa: F401,F403
+from dlcourse.nn.upsampling import *  # noqa: F401,F403
 from dlcourse.nn import utils
