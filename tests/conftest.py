@@ -1,7 +1,16 @@
 import numpy as np
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 import dlcourse
+
+
+def pytest_configure(config):
+    """One BLAS and one torch thread per test process: pytest-xdist already runs one
+    process per core, and oversubscribed BLAS threads make small matrix products ~8x slower."""
+    config._blas_limits = threadpool_limits(limits=1)
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

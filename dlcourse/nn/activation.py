@@ -57,7 +57,8 @@ class ReLU(_Activation):
     def backward(self, grad_output):
         # y > 0 exactly where x > 0, so the output is all backward needs (as in torch).
         y = self._saved(self._cache)
-        return np.where(y > 0, self._grad_output(grad_output, y), 0)
+        # Multiplying by the 0/1 mask is ~10x faster than np.where with a scalar here.
+        return self._grad_output(grad_output, y) * (y > 0)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
@@ -80,13 +81,17 @@ class LeakyReLU(_Activation):
 
     def forward(self, x):
         x = check_float_input(self, x)
-        self._cache = x
-        return np.where(x > 0, x, x * float(self.negative_slope))
+        # The local slope, 1 or negative_slope, serves both passes: y = slope · x, dx = slope · dy.
+        # Built arithmetically: np.where and boolean assignment are several times slower.
+        slope = (x > 0).astype(x.dtype)
+        slope *= 1 - self.negative_slope
+        slope += self.negative_slope
+        self._cache = slope
+        return x * slope
 
     def backward(self, grad_output):
-        x = self._saved(self._cache)
-        grad_output = self._grad_output(grad_output, x)
-        return np.where(x > 0, grad_output, grad_output * float(self.negative_slope))
+        slope = self._saved(self._cache)
+        return self._grad_output(grad_output, slope) * slope
 
     def extra_repr(self):
         inplace = ", inplace=True" if self.inplace else ""
@@ -156,21 +161,23 @@ class GELU(_Activation):
 
     def forward(self, x):
         x = check_float_input(self, x)
-        self._cache = x
-        if self.approximate == "tanh":
-            return 0.5 * x * (1 + np.tanh(_gelu_tanh_argument(x)))
-        return 0.5 * x * (1 + erf(x * (1 / math.sqrt(2))))
-
-    def backward(self, grad_output):
-        x = self._saved(self._cache)
-        grad_output = self._grad_output(grad_output, x)
         if self.approximate == "tanh":
             t = np.tanh(_gelu_tanh_argument(x))
+            self._cache = (x, t)  # tanh u serves the backward too
+            return 0.5 * x * (1 + t)
+        cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2))))
+        self._cache = (x, cdf)  # Φ(x) serves the backward too
+        return x * cdf
+
+    def backward(self, grad_output):
+        x, saved = self._saved(self._cache)
+        grad_output = self._grad_output(grad_output, x)
+        if self.approximate == "tanh":
+            t = saved
             du_dx = math.sqrt(2 / math.pi) * (1 + 3 * _GELU_KAPPA * x * x)
             return grad_output * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du_dx)
-        cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2))))
         pdf = np.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
-        return grad_output * (cdf + x * pdf)
+        return grad_output * (saved + x * pdf)
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"
@@ -248,8 +255,12 @@ class LogSoftmax(_Activation):
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     # e^{−|x|} never overflows: σ(x) = 1/(1+e^{−x}) for x ≥ 0 and e^{x}/(1+e^{x}) for x < 0.
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    flat = x.reshape(-1)  # a 1-D view, so that 0-d inputs also give a writable array
+    e = np.exp(-np.abs(flat))
+    sigma = 1 / (1 + e)  # σ(|x|)
+    # For x < 0: σ(x) = e^{x}/(1+e^{x}) = e^{−|x|}·σ(|x|), without the cancellation of 1 − σ(|x|).
+    np.putmask(sigma, flat < 0, e * sigma)
+    return sigma.reshape(x.shape)
 
 
 def _log_softmax(x: np.ndarray, axis) -> np.ndarray:

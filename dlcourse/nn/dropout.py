@@ -34,8 +34,9 @@ class Dropout(Module):
 
     def forward(self, x):
         x = check_float_input(self, x)
-        if not self.training:
+        if not self.training or self.p == 0:
             # Scale 1 broadcasts against any grad_output: backward is the identity.
+            # (p = 0 keeps everything, so no mask is drawn and the random stream is untouched.)
             self._cache = (x.shape, x.dtype.type(1))
             return x
         keep = get_rng().random(x.shape) < 1 - self.p
