@@ -109,6 +109,7 @@ def test_early_stopping_restores_the_best_epoch():
     assert restored == pytest.approx(min(history.val_loss), rel=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_fit_stops_with_a_clear_error_when_the_loss_diverges():
     x, y = np.random.default_rng(0).standard_normal((16, 4)) * 1e3, np.zeros((16, 1))
     model = nn.Linear(4, 1)
