@@ -3,6 +3,10 @@
     dlcourse train MODEL [--epochs N] [--seed S] [--out DIR] [--data digits|mnist|fashion]
     dlcourse release [ASSIGNMENT]      regenerate exercises/ from solutions/ (nbgrader)
     dlcourse check NOTEBOOK            run a notebook's visible tests, one line per part
+    dlcourse collect ARCHIVE ASSIGNMENT   import an LMS zip into submitted/<student>/<assignment>/
+    dlcourse grade ASSIGNMENT [--workers N] [--scheduler ADDRESS] [--db URL] [--timeout S] [--memory MB] [--json]
+    dlcourse feedback ASSIGNMENT       one HTML feedback file per student (nbgrader's layout)
+    dlcourse export [--csv FILE]       grades as CSV: nbgrader's columns plus status and reason
 
 Errors a user can fix are printed as one line (`error: …`) with exit status 2.
 """
@@ -31,6 +35,8 @@ def _train(args) -> int:
     for key, value in result.items():
         if isinstance(value, float):
             print(f"{key.replace('_', ' ')}: {value:.4f}")
+        elif isinstance(value, str) and key != "plot":
+            print(f"{key.replace('_', ' ')}: {value}")
     print(f"loss curve: {result['plot']}")
     return 0
 
@@ -50,6 +56,59 @@ def _check(args) -> int:
     results = run_visible_tests(args.notebook, timeout=args.timeout)
     print(format_table(results))
     return 0 if all(r.passed is not False for r in results) else 1
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _grade(args) -> int:
+    from dlcourse.grading.course import find_root
+    from dlcourse.grading.grade import GradeOptions, grade_assignment
+
+    options = GradeOptions(workers=args.workers, scheduler=args.scheduler, db_url=args.db, timeout=args.timeout,
+                           total_timeout=args.notebook_timeout, memory_mb=args.memory, json=args.json,
+                           force=args.force, progress=False if args.no_progress else None,
+                           sandbox=None if args.sandbox == "auto" else args.sandbox)
+    return grade_assignment(find_root(), args.assignment, options)
+
+
+def _collect(args) -> int:
+    from dlcourse.grading.collect import collect
+    from dlcourse.grading.course import find_root
+
+    report = collect(find_root(), args.archive, args.assignment, force=args.force)
+    for line in report.imported:
+        print(f"collected {line}")
+    for line in report.unchanged:
+        print(f"unchanged {line}")
+    for line in report.rejected:
+        print(f"rejected {line}", file=sys.stderr)
+    print(f"{len(report.imported)} collected, {len(report.unchanged)} unchanged, {len(report.rejected)} rejected")
+    return 1 if report.rejected else 0
+
+
+def _feedback(args) -> int:
+    from dlcourse.grading.course import find_root
+    from dlcourse.grading.feedback import generate_feedback
+
+    root = find_root()
+    for path in generate_feedback(root, args.assignment, db_url=args.db):
+        print(f"feedback {path.relative_to(root)}")
+    return 0
+
+
+def _export(args) -> int:
+    from dlcourse.grading.course import find_root
+    from dlcourse.grading.export import export_csv
+
+    root = find_root()
+    path, count = export_csv(root, args.csv, db_url=args.db, assignment=args.assignment)
+    print(f"exported {count} rows to {path}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,10 +135,50 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("notebook")
     check.add_argument("--timeout", type=int, default=120, help="seconds per cell")
     check.set_defaults(handler=_check)
+
+    collect = commands.add_parser("collect", help="import an LMS download (zip, one notebook per student) "
+                                                  "into submitted/<student>/<assignment>/")
+    collect.add_argument("archive", help="the zip file")
+    collect.add_argument("assignment")
+    collect.add_argument("--force", action="store_true", help="replace submissions that differ from the zip's")
+    collect.set_defaults(handler=_collect)
+
+    grade = commands.add_parser("grade", help="grade every submitted/<student>/<assignment>/, isolated and in parallel")
+    grade.add_argument("assignment")
+    grade.add_argument("--workers", type=int, default=None, help="local worker processes (default: the cores)")
+    grade.add_argument("--scheduler", default=None, help="address of a Dask scheduler to grade on instead")
+    grade.add_argument("--db", default=None, help="gradebook URL (default: nbgrader_config.py's, SQLite), "
+                                                  "e.g. postgresql://user@host/db")
+    grade.add_argument("--timeout", type=_positive, default=60, help="seconds per cell (default 60)")
+    grade.add_argument("--notebook-timeout", type=_positive, default=None,
+                       help="seconds per notebook (default 3 × --timeout + 30)")
+    grade.add_argument("--memory", type=_positive, default=2048, help="MB of memory per notebook (default 2048)")
+    grade.add_argument("--json", action="store_true", help="one JSON object per submission on stdout, nothing else")
+    grade.add_argument("--force", action="store_true", help="grade again what was already graded")
+    grade.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    grade.add_argument("--sandbox", choices=["auto", "root", "userns", "none"], default="auto",
+                       help="isolation: namespaces + a fresh uid (root), a user namespace (a normal user), "
+                            "or none (rlimits only; see docs/grading-security.md); default: what this machine allows")
+    grade.set_defaults(handler=_grade)
+
+    feedback = commands.add_parser("feedback", help="one HTML feedback file per student "
+                                                    "(feedback/<student>/<assignment>/)")
+    feedback.add_argument("assignment")
+    feedback.add_argument("--db", default=None, help="gradebook URL (default: nbgrader_config.py's)")
+    feedback.set_defaults(handler=_feedback)
+
+    export = commands.add_parser("export", help="grades as CSV: nbgrader's columns plus status and reason")
+    export.add_argument("--csv", default="grades.csv", help="output file (default grades.csv)")
+    export.add_argument("--assignment", default=None, help="only this assignment")
+    export.add_argument("--db", default=None, help="gradebook URL (default: nbgrader_config.py's)")
+    export.set_defaults(handler=_export)
     return parser
 
 
 def main(argv=None) -> int:
+    # jsonschema (under nbformat) otherwise compiles an IRI grammar that no notebook check
+    # uses: ~1.5 s at every start of the grading commands
+    sys.modules.setdefault("rfc3987_syntax", None)
     from dlcourse.grading.course import CourseError
     from dlcourse.grading.selfcheck import NotebookError
 

@@ -1,0 +1,297 @@
+"""Verdicts that student code cannot forge.
+
+A hidden test cell calls ``check("<part id>", <function>)``. Whatever that call says inside
+the kernel can be faked by the student's code (patched ``numpy.testing``, an IPython input
+transformer that blanks later cells, replaced builtins, a no-op ``dlcourse.checks.check``).
+So the grader does not believe it alone:
+
+1. :func:`find_probes` reads the SOURCE test cells (``ast``) for ``check("id", name)`` calls;
+2. :func:`write_inputs` draws each part's argument tuples with ``dlcourse.checks.cases``
+   and a fresh secret seed per submission and writes them as plain data (JSON + ``.npy``);
+3. inside the sandbox, right after the test cell ran, the executor runs :data:`PROBE_CODE`
+   in the same kernel: it calls the student's function by name on those arguments and saves
+   ONLY plain returned data (``np.save(..., allow_pickle=False)``, JSON; anything else is a
+   failure);
+4. back in the grader's own process, :func:`judge` loads them (``allow_pickle=False``, size
+   capped, structure checked) and asks ``dlcourse.checks.verdict`` — where student code
+   cannot reach — with arguments the grader draws again itself.
+
+A test cell earns its points only if it ran without error AND every probe of it passed,
+so tampering can only lower a score. Nothing produced in the sandbox is unpickled.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Probe", "find_probes", "write_inputs", "probe_code", "judge", "PartVerdict",
+           "MAX_NPY_BYTES", "MAX_JSON_BYTES"]
+
+MAX_NPY_BYTES = 64 * 1024 * 1024
+MAX_JSON_BYTES = 1024 * 1024
+MAX_DEPTH = 8
+MAX_ITEMS = 1000
+
+
+@dataclass(frozen=True)
+class Probe:
+    part_id: str
+    function: str
+
+
+def _cell_python(source: str) -> str:
+    """IPython syntax (magics, `!`) turned into plain Python so that ast can read it."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+        return TransformerManager().transform_cell(source)
+    except Exception:  # IPython missing or confused: fall back to the raw text
+        return source
+
+
+def find_probes(source_notebook) -> dict[str, list[Probe]]:
+    """grade_id -> the check() calls of that autograded test cell, in order."""
+    found: dict[str, list[Probe]] = {}
+    for cell in source_notebook.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("grade") or not meta.get("grade_id"):
+            continue
+        try:
+            tree = ast.parse(_cell_python(cell.source))
+        except SyntaxError as error:
+            raise ValueError(f"test cell {meta['grade_id']} of the source is not valid Python: {error}") from None
+        probes = []
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or len(node.args) < 2:
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+            first, second = node.args[0], node.args[1]
+            if name == "check" and isinstance(first, ast.Constant) and isinstance(first.value, str):
+                if not isinstance(second, ast.Name):
+                    raise ValueError(f"test cell {meta['grade_id']}: check({first.value!r}, …) must name the "
+                                     "student's function directly so that the grader can call it")
+                probe = Probe(first.value, second.id)
+                if probe not in probes:
+                    probes.append(probe)
+        if probes:
+            found[meta["grade_id"]] = probes
+    return found
+
+
+# --- the grader writes the arguments ------------------------------------------------------
+
+def _encode_arg(value, folder: Path, stem: str, counter: list) -> dict:
+    if isinstance(value, (np.ndarray, np.generic)):
+        counter[0] += 1
+        name = f"{stem}_{counter[0]}.npy"
+        np.save(folder / name, np.asarray(value), allow_pickle=False)
+        return {"npy": name, "scalar": isinstance(value, np.generic)}
+    if isinstance(value, tuple):
+        return {"tuple": [_encode_arg(v, folder, stem, counter) for v in value]}
+    if isinstance(value, list):
+        return {"list": [_encode_arg(v, folder, stem, counter) for v in value]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"json": value}
+    raise TypeError(f"cannot pass a {type(value).__name__} to a probe")
+
+
+def write_inputs(folder: Path, part_id: str, seed: int) -> int:
+    """Write the part's argument tuples for `seed` into `folder` (c<k>.json + .npy); return the count."""
+    from dlcourse.checks import cases
+
+    folder.mkdir(parents=True, exist_ok=True)
+    all_cases = cases(part_id, seed)
+    for number, args in enumerate(all_cases):
+        counter = [0]
+        spec = {"args": [_encode_arg(a, folder, f"c{number}a", counter) for a in args]}
+        (folder / f"c{number}.json").write_text(json.dumps(spec))
+    return len(all_cases)
+
+
+# --- runs inside the student's kernel -----------------------------------------------------
+
+_PROBE_TEMPLATE = r'''
+def __dlcourse_probe(name, indir, outdir, count):
+    import json, os
+    import numpy
+    os.makedirs(outdir, exist_ok=True)
+
+    def load(spec):
+        if "npy" in spec:
+            value = numpy.load(os.path.join(indir, spec["npy"]), allow_pickle=False)
+            return value[()] if spec.get("scalar") else value
+        if "tuple" in spec:
+            return tuple(load(s) for s in spec["tuple"])
+        if "list" in spec:
+            return [load(s) for s in spec["list"]]
+        return spec["json"]
+
+    def save(value, stem, counter, depth=0):
+        if depth > 8:
+            raise TypeError("the returned value is nested too deeply")
+        if value is None or type(value) in (bool, int, float, str):
+            return {"json": value}
+        if isinstance(value, (numpy.ndarray, numpy.generic)):
+            array = numpy.asarray(value)
+            if array.dtype.hasobject:
+                raise TypeError("returned an array of Python objects, not numbers")
+            counter[0] += 1
+            fname = stem + "_" + str(counter[0]) + ".npy"
+            numpy.save(os.path.join(outdir, fname), numpy.ascontiguousarray(array), allow_pickle=False)
+            return {"npy": fname, "scalar": isinstance(value, numpy.generic)}
+        if type(value) in (tuple, list):
+            return {type(value).__name__: [save(v, stem, counter, depth + 1) for v in value]}
+        if type(value) is dict and all(type(k) is str for k in value):
+            return {"dict": {k: save(v, stem, counter, depth + 1) for k, v in value.items()}}
+        raise TypeError("returned a " + type(value).__name__ + ", not numbers or arrays")
+
+    function = globals().get(name)
+    for case in range(count):
+        try:
+            if not callable(function):
+                raise NameError(name + " is not defined (or not a function)")
+            with open(os.path.join(indir, "c%d.json" % case)) as handle:
+                spec = json.load(handle)
+            args = [load(s) for s in spec["args"]]
+            record = {"result": save(function(*args), "c%d" % case, [0])}
+        except BaseException as error:
+            record = {"error": (type(error).__name__ + ": " + str(error))[:2000]}
+            with open(os.path.join(outdir, "c%d.json" % case), "w") as handle:
+                json.dump(record, handle)
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                raise
+            continue
+        with open(os.path.join(outdir, "c%d.json" % case), "w") as handle:
+            json.dump(record, handle)
+
+try:
+    __dlcourse_probe({name!r}, {indir!r}, {outdir!r}, {count!r})
+finally:
+    del __dlcourse_probe
+'''
+
+
+def probe_code(function: str, indir: str, outdir: str, count: int) -> str:
+    """The cell the executor runs in the student's kernel for one part."""
+    return _PROBE_TEMPLATE.replace("{name!r}", repr(function)).replace("{indir!r}", repr(indir)) \
+        .replace("{outdir!r}", repr(outdir)).replace("{count!r}", repr(int(count)))
+
+
+# --- the grader decides -------------------------------------------------------------------
+
+class _Untrusted(Exception):
+    pass
+
+
+def _read_bytes(path: Path, limit: int) -> bytes:
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        raise _Untrusted(f"no result ({error.strerror})") from None
+    try:
+        import stat
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Untrusted("the result is not a regular file")
+        if info.st_size > limit:
+            raise _Untrusted(f"the result is larger than {limit // (1024 * 1024)} MB")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise _Untrusted("the result is too large")
+        return data
+    finally:
+        os.close(fd)
+
+
+def _decode(spec, folder: Path, budget: list, depth: int = 0):
+    """Plain data only: JSON scalars, .npy without pickles, tuples/lists/dicts of them."""
+    if depth > MAX_DEPTH:
+        raise _Untrusted("the returned value is nested too deeply")
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _Untrusted("the returned value has too many parts")
+    if not isinstance(spec, dict) or len(spec) not in (1, 2):
+        raise _Untrusted("malformed result")
+    if "json" in spec:
+        value = spec["json"]
+        if value is not None and type(value) not in (bool, int, float, str):
+            raise _Untrusted("malformed result")
+        return value
+    if "npy" in spec:
+        name = spec["npy"]
+        if not isinstance(name, str) or "/" in name or name.startswith(".") or not name.endswith(".npy"):
+            raise _Untrusted("malformed result")
+        import io
+        raw = _read_bytes(folder / name, MAX_NPY_BYTES)
+        try:
+            array = np.load(io.BytesIO(raw), allow_pickle=False)
+        except Exception as error:
+            raise _Untrusted(f"unreadable array ({type(error).__name__})") from None
+        if not isinstance(array, np.ndarray):
+            raise _Untrusted("malformed result")
+        return array[()] if spec.get("scalar") is True else array
+    for kind in ("tuple", "list"):
+        if kind in spec:
+            items = spec[kind]
+            if not isinstance(items, list):
+                raise _Untrusted("malformed result")
+            values = [_decode(item, folder, budget, depth + 1) for item in items]
+            return tuple(values) if kind == "tuple" else values
+    if "dict" in spec and isinstance(spec["dict"], dict):
+        return {str(k): _decode(v, folder, budget, depth + 1) for k, v in spec["dict"].items()}
+    raise _Untrusted("malformed result")
+
+
+@dataclass
+class PartVerdict:
+    part_id: str
+    function: str
+    passed: bool
+    message: str = ""
+    cases: int = 0
+
+
+def judge(part_id: str, function: str, folder: Path | None, seed: int) -> PartVerdict:
+    """Decide one part from the probe's saved results in `folder` (None: the probe never ran)."""
+    from dlcourse.checks import CheckFailure, cases, verdict
+
+    all_cases = cases(part_id, seed)
+    result = PartVerdict(part_id, function, False, cases=len(all_cases))
+    if folder is None or not folder.is_dir():
+        result.message = f"{function}: the hidden check did not run"
+        return result
+    for number, args in enumerate(all_cases):
+        where = f"{function}, hidden case {number + 1} of {len(all_cases)}"
+        try:
+            record = json.loads(_read_bytes(folder / f"c{number}.json", MAX_JSON_BYTES).decode("utf-8"))
+            if not isinstance(record, dict):
+                raise _Untrusted("malformed result")
+            if "error" in record:
+                result.message = f"{where}: raised {str(record['error'])[:300]}"
+                return result
+            if "result" not in record:
+                raise _Untrusted("malformed result")
+            got = _decode(record["result"], folder, [MAX_ITEMS])
+        except _Untrusted as error:
+            result.message = f"{where}: {error}"
+            return result
+        except (ValueError, UnicodeDecodeError):
+            result.message = f"{where}: malformed result"
+            return result
+        try:
+            verdict(part_id, args, got)
+        except CheckFailure as failure:
+            result.message = f"{where}: {str(failure)[:300]}"
+            return result
+        except Exception as error:  # the comparison itself choked on what came back
+            result.message = f"{where}: returned a value that cannot be compared ({type(error).__name__})"
+            return result
+    result.passed = True
+    return result
