@@ -5,13 +5,14 @@ import importlib
 import warnings
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
 
 from dlcourse.checks import CheckFailure, cases, check, get_part, parts_of
 from parity import DEVICES, assert_close, to_torch
+import exercise_support
+from functools import partial
 
 pytestmark = pytest.mark.ch03
 
@@ -23,14 +24,7 @@ SEEDS = [0, 1, 2]
 FUNCTIONS = ["softmax_cross_entropy_delta", "two_layer_backward", "numerical_gradient", "gradient_relative_error"]
 
 
-def solution(function):
-    """The model solution: the solution cell of the notebook, executed on its own."""
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    source = next(cell.source for cell in notebook.cells
-                  if cell.metadata.get("nbgrader", {}).get("grade_id") == function)
-    namespace = {"np": np}
-    exec(compile(source, f"{function} (solution cell)", "exec"), namespace)
-    return namespace[function]
+solution = partial(exercise_support.solution, NOTEBOOK)
 
 
 def reference(part_id, args):

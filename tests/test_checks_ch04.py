@@ -3,7 +3,6 @@ and autograd), computed here independently, and `check` accepts the model soluti
 rejects typical mistakes."""
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -12,6 +11,8 @@ from scipy.special import erf
 
 from dlcourse.checks import CheckFailure, cases, check, get_part, parts_of
 from parity import DEVICES, assert_close, to_torch
+import exercise_support
+from functools import partial
 
 pytestmark = pytest.mark.ch04
 
@@ -35,14 +36,7 @@ BACKWARD = {
 FUNCTIONS = sorted(FORWARD) + sorted(BACKWARD)
 
 
-def solution(function):
-    """The model solution: the solution cell of the notebook, executed on its own."""
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    source = next(cell.source for cell in notebook.cells
-                  if cell.metadata.get("nbgrader", {}).get("grade_id") == function)
-    namespace = {"np": np, "erf": erf}
-    exec(compile(source, f"{function} (solution cell)", "exec"), namespace)
-    return namespace[function]
+solution = partial(exercise_support.solution, NOTEBOOK)
 
 
 def test_chapter_has_the_eight_parts():

@@ -2,7 +2,6 @@
 autograd on every seeded case, check() accepts the model solution and rejects typical mistakes."""
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -10,6 +9,8 @@ import torch.nn.functional as F
 
 from dlcourse.checks import CheckFailure, cases, check, get_part
 from parity import DEVICES, assert_close, to_torch
+import exercise_support
+from functools import partial
 
 pytestmark = pytest.mark.ch05
 
@@ -17,14 +18,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "solutions" / "ch05-loss-functi
 SEEDS = [0, 1, 7]
 
 
-def solution_functions(path=NOTEBOOK) -> dict:
-    """The model solutions: the setup cell and every solution cell of the notebook, executed."""
-    namespace = {}
-    for cell in nbformat.read(path, as_version=4).cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade_id") == "setup"):
-            exec(compile(cell.source, f"{path.name}:{meta['grade_id']}", "exec"), namespace)
-    return namespace
+solution_functions = partial(exercise_support.solution_functions, NOTEBOOK)
 
 
 def torch_value_and_grad(loss, x, *rest, device):

@@ -3,13 +3,14 @@
 and rejects typical mistakes with a message naming the function."""
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
 
 from dlcourse.checks import CheckFailure, cases, check, get_part
 from parity import DEVICES, assert_close, to_torch
+import exercise_support
+from functools import partial
 
 pytestmark = pytest.mark.ch06
 
@@ -17,14 +18,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "solutions" / "ch06-optimizers"
 SEEDS = [0, 1, 7]
 
 
-def solution_functions(path=NOTEBOOK) -> dict:
-    """The model solutions: the setup cell and every solution cell of the notebook, executed."""
-    namespace = {}
-    for cell in nbformat.read(path, as_version=4).cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade_id") == "setup"):
-            exec(compile(cell.source, f"{path.name}:{meta['grade_id']}", "exec"), namespace)
-    return namespace
+solution_functions = partial(exercise_support.solution_functions, NOTEBOOK)
 
 
 def torch_step(optimizer_class, param, grad, state, device, **hyper_parameters):

@@ -5,7 +5,6 @@ mistakes with a message naming the function."""
 import copy
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -14,6 +13,8 @@ from dlcourse.checks import CheckFailure, cases, check, get_part
 from dlcourse.checks.ch08 import _PRISTINE, TARGET_TEST_ACCURACY, digits_test_accuracy
 from dlcourse.data import load_digits
 from parity import DEVICES, assert_close, to_torch
+import exercise_support
+from functools import partial
 
 pytestmark = pytest.mark.ch08
 
@@ -21,14 +22,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "solutions" / "ch08-training-an
 SEEDS = [0, 1, 7]
 
 
-def solution_functions(path=NOTEBOOK) -> dict:
-    """The model solutions: the setup cell and every solution cell of the notebook, executed."""
-    namespace = {}
-    for cell in nbformat.read(path, as_version=4).cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade_id") == "setup"):
-            exec(compile(cell.source, f"{path.name}:{meta['grade_id']}", "exec"), namespace)
-    return namespace
+solution_functions = partial(exercise_support.solution_functions, NOTEBOOK)
 
 
 class TorchMLP(torch.nn.Module):

@@ -3,13 +3,14 @@ PyTorch (torch.nn.LSTMCell / LSTM / GRUCell and autograd, computed here independ
 `check()` accepts the model solution of the notebook and rejects typical wrong answers by name."""
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
 
 from dlcourse.checks import CheckFailure, cases, check, get_part
 from parity import DEVICES
+import exercise_support
+from functools import partial
 
 pytestmark = pytest.mark.ch11
 
@@ -20,15 +21,7 @@ PARTS = ["lstm_cell_forward", "lstm_cell_backward", "lstm_forward", "gru_cell_fo
 CELL_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-def solution_functions() -> dict:
-    """The notebook's setup cell and model solutions, executed in one namespace."""
-    namespace = {}
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    for cell in notebook.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and (meta.get("grade_id") == "setup" or meta.get("solution")):
-            exec(compile(cell.source, f"<{meta['grade_id']}>", "exec"), namespace)
-    return namespace
+solution_functions = partial(exercise_support.solution_functions, NOTEBOOK)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 independently, and `check` accepts the model solution and rejects typical mistakes."""
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -14,6 +13,8 @@ from dlcourse.checks.ch13 import digits_test_mse, state_keys
 from dlcourse.data import load_digits
 from dlcourse.models import Autoencoder
 from parity import DEVICES, assert_close, to_torch
+import exercise_support
+from functools import partial
 
 pytestmark = pytest.mark.ch13
 
@@ -21,14 +22,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "solutions" / "ch13-autoencoder
 SEEDS = [0, 1, 2]
 
 
-def solution(function):
-    """The model solution: the setup cell and the function's solution cell, executed on their own."""
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    sources = {cell.metadata.get("nbgrader", {}).get("grade_id"): cell.source for cell in notebook.cells}
-    namespace = {}
-    for grade_id in ("setup", function):
-        exec(compile(sources[grade_id], f"{grade_id} (solution notebook)", "exec"), namespace)
-    return namespace[function]
+solution = partial(exercise_support.solution, NOTEBOOK)
 
 
 def reference(part_id, args):
