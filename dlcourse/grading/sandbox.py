@@ -145,6 +145,23 @@ def _build_root(cfg: dict, in_fd: int) -> None:
     uid, gid = (cfg["uid"], cfg["gid"]) if cfg["mode"] == "root" else (0, 0)
     _mount(None, "/", None, MS_REC | MS_PRIVATE)                      # mount --make-rprivate /
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=755")
+    # the work directory: one size-limited tmpfs, also behind /tmp and /dev/shm
+    work = root + WORK
+    _mkdirs(work)
+    owner = f",uid={uid},gid={gid}" if cfg["mode"] == "root" else ""
+    _mount("tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(cfg['work_mb'])}m,mode=700{owner}")
+    if cfg["mode"] != "root":
+        os.chown(work, 0, 0)
+    for sub in (".tmp", ".shm", "result", ".runtime", ".log"):
+        _mkdirs(os.path.join(work, sub), 0o700)
+        os.chown(os.path.join(work, sub), uid, gid)
+    os.chmod(os.path.join(work, ".tmp"), 0o1777)
+    os.chmod(os.path.join(work, ".shm"), 0o1777)
+    _copy_in(in_fd, work, uid, gid)
+    _mkdirs(root + "/tmp")
+    _bind(work + "/.tmp", root + "/tmp", readonly=False)
+    # The read-only binds come after /tmp: a course checked out under /tmp (its .venv and
+    # dlcourse) would otherwise be hidden behind the work directory's /tmp.
     # read-only binds of what the kernel needs, at their own paths
     done: list[str] = []
     for path in sorted(set(cfg["binds"]), key=len):
@@ -162,21 +179,6 @@ def _build_root(cfg: dict, in_fd: int) -> None:
             open(target, "w").close()
             _bind(path, target)
         done.append(path)
-    # the work directory: one size-limited tmpfs, also behind /tmp and /dev/shm
-    work = root + WORK
-    _mkdirs(work)
-    owner = f",uid={uid},gid={gid}" if cfg["mode"] == "root" else ""
-    _mount("tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(cfg['work_mb'])}m,mode=700{owner}")
-    if cfg["mode"] != "root":
-        os.chown(work, 0, 0)
-    for sub in (".tmp", ".shm", "result", ".runtime", ".log"):
-        _mkdirs(os.path.join(work, sub), 0o700)
-        os.chown(os.path.join(work, sub), uid, gid)
-    os.chmod(os.path.join(work, ".tmp"), 0o1777)
-    os.chmod(os.path.join(work, ".shm"), 0o1777)
-    _copy_in(in_fd, work, uid, gid)
-    _mkdirs(root + "/tmp")
-    _bind(work + "/.tmp", root + "/tmp", readonly=False)
     _mkdirs(root + "/var")
     os.symlink("/tmp", root + "/var/tmp")
     # /proc of the new PID namespace; a minimal /dev
