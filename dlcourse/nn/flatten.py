@@ -8,7 +8,20 @@ from dlcourse.nn.module import Module
 __all__ = ["Flatten", "Unflatten"]
 
 
-class Flatten(Module):
+class _Reshape(Module):
+    """A layer that only reshapes: its backward reshapes the gradient back to the input's
+    shape. Subclasses cache (input shape, output shape) in forward."""
+
+    def backward(self, grad_output):
+        input_shape, output_shape = self._saved(self._cache)
+        grad_output = np.asarray(grad_output)
+        if grad_output.shape != output_shape:
+            raise ValueError(f"{type(self).__name__}.backward expects grad_output of shape {output_shape}, "
+                             f"got {grad_output.shape}")
+        return grad_output.reshape(input_shape)
+
+
+class Flatten(_Reshape):
     """Merges dimensions start_dim … end_dim into one; backward restores the input's shape.
 
     Shape:
@@ -36,19 +49,11 @@ class Flatten(Module):
         self._cache = (x.shape, y.shape)
         return y
 
-    def backward(self, grad_output):
-        input_shape, output_shape = self._saved(self._cache)
-        grad_output = np.asarray(grad_output)
-        if grad_output.shape != output_shape:
-            raise ValueError(f"Flatten.backward expects grad_output of shape {output_shape}, "
-                             f"got {grad_output.shape}")
-        return grad_output.reshape(input_shape)
-
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-class Unflatten(Module):
+class Unflatten(_Reshape):
     """Splits dimension `dim` into `unflattened_size` (one entry may be −1, inferred).
 
     Shape:
@@ -88,14 +93,6 @@ class Unflatten(Module):
         y = x.reshape(*x.shape[:dim], *sizes, *x.shape[dim + 1:])
         self._cache = (x.shape, y.shape)
         return y
-
-    def backward(self, grad_output):
-        input_shape, output_shape = self._saved(self._cache)
-        grad_output = np.asarray(grad_output)
-        if grad_output.shape != output_shape:
-            raise ValueError(f"Unflatten.backward expects grad_output of shape {output_shape}, "
-                             f"got {grad_output.shape}")
-        return grad_output.reshape(input_shape)
 
     def extra_repr(self):
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
