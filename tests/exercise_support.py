@@ -2,8 +2,10 @@
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import torch
 
-__all__ = ["solution_functions", "solution"]
+__all__ = ["solution_functions", "solution", "t", "close"]
 
 
 def solution_functions(notebook: Path) -> dict:
@@ -23,3 +25,16 @@ def solution(notebook: Path, function: str):
     if function not in namespace:
         raise KeyError(f"{Path(notebook).name} defines no {function!r}")
     return namespace[function]
+
+
+def t(array, grad=False, device="cpu"):
+    """A float64 tensor of `array` on `device`."""
+    return torch.tensor(np.asarray(array, dtype=np.float64), device=device, requires_grad=grad)
+
+
+def close(ours, theirs, what):
+    """Same shape, and equal to torch's value within rtol 1e-9 / atol 1e-11."""
+    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    ours = np.asarray(ours)
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} != torch's {theirs.shape}"
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-11, err_msg=what)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from dlcourse.checks import CheckFailure, cases, check, get_part
 from parity import DEVICES
 import exercise_support
+from exercise_support import close, t
 from functools import partial
 
 pytestmark = pytest.mark.ch09
@@ -27,17 +28,6 @@ solution_functions = partial(exercise_support.solution_functions, NOTEBOOK)
 @pytest.fixture(scope="module")
 def solutions():
     return solution_functions()
-
-
-def t(array, grad=False, device="cpu"):
-    return torch.tensor(np.asarray(array, dtype=np.float64), device=device, requires_grad=grad)
-
-
-def close(ours, theirs, what):
-    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    ours = np.asarray(ours)
-    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} != torch's {theirs.shape}"
-    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-11, err_msg=what)
 
 
 # ---------------------------------------------------------------------- references vs torch
