@@ -39,7 +39,7 @@ _REGISTRY: dict[str, "Part"] = {}
 
 # What no graded function may use, whatever its part: the exercises are NumPy, and torch
 # (its layers and its autograd) would answer any of them.
-ALWAYS_FORBIDDEN = ("torch",)
+ALWAYS_FORBIDDEN = ("torch", "dlcourse.answers")
 
 
 class CheckFailure(AssertionError):
@@ -52,7 +52,13 @@ class AnswerKeyMissing(LookupError):
 
 
 def answer_key_available() -> bool:
-    return importlib.util.find_spec("dlcourse.answers") is not None
+    """Whether `dlcourse.answers` is installed here (the grading sandbox mounts an empty
+    directory over it: importable as an empty namespace package, which does not count)."""
+    try:
+        spec = importlib.util.find_spec("dlcourse.answers")
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin not in (None, "namespace")
 
 
 @dataclass

@@ -28,7 +28,7 @@ def _linear(weight, bias):
 
 
 @part("ch02.neuron_forward", "neuron_forward", asks="a neuron's forward pass",
-      forbids=())
+      forbids=("dlcourse.nn.Linear", "dlcourse.nn.Sigmoid"))
 def neuron_forward_cases(rng):
     """One sigmoid neuron: z = w·x + b, a = σ(z); returns (z, a)."""
     cases = []

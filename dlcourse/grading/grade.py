@@ -243,9 +243,9 @@ def grade_submission(task: dict) -> dict:
 def _grade(task: dict, result: dict) -> None:
     import nbformat
 
-    from dlcourse.grading.probe import Probe, judge, probe_code, write_inputs
+    from dlcourse.grading.probe import Probe, judge, write_probe_job
     from dlcourse.grading.restore import restore_notebook, scan_tampering
-    from dlcourse.grading.sandbox import run_sandboxed
+    from dlcourse.grading.sandbox import PROBE_DIR, available_mode, run_sandboxed
     from dlcourse.grading.selfcheck import NotebookError, read_notebook
 
     source = nbformat.reads(task["source"], as_version=4)
@@ -274,35 +274,29 @@ def _grade(task: dict, result: dict) -> None:
         (base / "in").mkdir()
         (base / "out").mkdir()
         (base / "root").mkdir()
-        job_probes: dict[str, list] = {}
+        mode = task.get("sandbox") or available_mode()
+        probes_by_cell = {index: probes[grade_id] for index, grade_id in restored.grade_ids.items() if grade_id in probes}
         plan: dict[int, list] = {}
-        number = 0
-        for index, grade_id in restored.grade_ids.items():
-            for probe in probes.get(grade_id, []):
-                count = write_inputs(base / "in" / "probe" / "in" / f"p{number}", probe.part_id, task["seed"])
-                job_probes.setdefault(str(index), []).append(
-                    {"part": probe.part_id,
-                     "code": probe_code(probe.function, f"probe/in/p{number}", f"probe/out/p{number}", count)})
-                plan.setdefault(index, []).append((number, probe))
-                number += 1
-        (base / "in" / "probe" / "out").mkdir(parents=True)
+        for number, index, probe in write_probe_job(base / "in" / PROBE_DIR, restored.notebook, probes_by_cell,
+                                                    task["seed"], task["timeout"], isolated=mode != "none"):
+            plan.setdefault(index, []).append((number, probe))
         nbformat.write(restored.notebook, base / "in" / "notebook.ipynb")
         kernel = source.metadata.get("kernelspec", {}).get("name", "python3")
         job = {"notebook": "notebook.ipynb", "kernel_name": kernel, "timeout": task["timeout"],
-               "probes": job_probes, "cell_output_cap": 100_000, "total_output_cap": 1_000_000,
-               "startup_timeout": 60}
+               "cell_output_cap": 100_000, "total_output_cap": 1_000_000, "startup_timeout": 60}
         (base / "in" / "job.json").write_text(json.dumps(job))
 
         # 3. run it, sandboxed
         report = run_sandboxed(str(base / "in"), str(base / "out"), str(base / "root"), slot=_slot(),
                                memory_mb=task["memory_mb"], cell_timeout=task["timeout"],
-                               total_timeout=task["total_timeout"], mode=task.get("sandbox"))
+                               total_timeout=task["total_timeout"], mode=mode,
+                               probe_deadline=task["total_timeout"] if plan else None)
         status = _sane_status(_load_json(base / "out" / "status.json"))
         executed = _load_json(base / "out" / "notebook.ipynb")
         timings = result["timings"]
         timings.update(sandbox_s=report.get("wall_s"), setup_s=report.get("setup_s"),
                        kernel_start_s=_num(status.get("kernel_start_s")), cells_s=_num(status.get("cells_s")),
-                       probes_s=_num(status.get("probes_s")), executor_s=_num(status.get("total_s")))
+                       probes_s=_num(report.get("probe_s")), executor_s=_num(status.get("total_s")))
         if timings["kernel_start_s"] is not None and timings["cells_s"] is not None:
             timings["notebook_s"] = round(timings["kernel_start_s"] + timings["cells_s"], 4)
 
@@ -320,7 +314,7 @@ def _grade(task: dict, result: dict) -> None:
                 if isinstance(count, int) and not isinstance(count, bool):
                     mine.execution_count = count
                     ran.add(index)
-        probed = {int(i) for i in status.get("probed", []) if isinstance(i, int) or str(i).isdigit()}
+        probed = bool(plan) and report.get("probe_error") is None and not report.get("error")
 
         # 5. points: the source's, if the cell ran without error and every probe passed
         score, manual, failures = 0.0, 0.0, []
@@ -341,8 +335,7 @@ def _grade(task: dict, result: dict) -> None:
             if index in ran and not error and index in plan:
                 for number, probe in plan[index]:
                     folder = base / "out" / "probe" / f"p{number}"
-                    verdicts.append(judge(probe.part_id, probe.function, folder if index in probed else None,
-                                          task["seed"]))
+                    verdicts.append(judge(probe.part_id, probe.function, folder if probed else None, task["seed"]))
             if index not in ran:
                 message = "not run (the notebook stopped before this cell)"
             elif error:
@@ -378,6 +371,11 @@ def _grade(task: dict, result: dict) -> None:
         elif report.get("killed_at_deadline") or report.get("hard_killed"):
             result["status"] = "timeout"
             head = f"the notebook ran longer than {task['total_timeout']} s in all and was stopped"
+        elif report.get("probe_error") and "longer than" in report["probe_error"]:
+            result["status"], head = "timeout", report["probe_error"]
+        elif report.get("probe_error"):
+            result["status"], head = "crashed", report["probe_error"]
+            flags.append(GRADER_ERROR)
         elif status.get("dead_kernel_cell") is not None:
             result["status"] = "crashed"
             where = _cell_label(status["dead_kernel_cell"], restored.grade_ids)
