@@ -140,6 +140,20 @@ def test_no_page_loads_scripts_styles_or_fonts_from_the_internet(built_site):
     assert not offenders, "\n".join(offenders[:20])
 
 
+def test_launch_buttons_open_only_configured_targets(built_site):
+    """A launch target appears only when _config.yml gives it a URL, and the chapters that
+    launch (MyST-Markdown notebooks) open as notebooks because jupytext is a requirement."""
+    launch = yaml.safe_load((ROOT / "_config.yml").read_text())["launch_buttons"]
+    page = (built_site / "book" / "01-introduction.html").read_text()
+    for key, marker in [("binderhub_url", "mybinder.org"), ("jupyterhub_url", "hub/user-redirect"),
+                        ("colab_url", "colab.research.google.com")]:
+        configured = bool(launch.get(key))
+        assert (marker in page) == configured, f"{key} = {launch.get(key)!r} but '{marker}' in page: {marker in page}"
+    assert "example.edu" not in page, "a placeholder JupyterHub URL is on the page"
+    requirements = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^jupytext==", requirements, re.M), "the chapters launch as .md notebooks: pin jupytext"
+
+
 def test_mathjax_is_served_from_the_build(built_site):
     assert (built_site / "_static" / "mathjax" / "tex-chtml.js").is_file()
     page = (built_site / "book" / "03-backpropagation.html").read_text()
