@@ -320,3 +320,20 @@ def test_display_equations_fit_the_text_column(browser, server, chapter):
             f"{width:.0f} px > {available} px: {text}" for width, available, text in too_wide)
     finally:
         page.close()
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_code_and_its_output_fit_the_text_column(browser, server, chapter):
+    """At a 1280-px window no code cell, and nothing it prints, scrolls sideways."""
+    page, blocked, errors = open_offline(browser, f"{server}/{chapter}.html")
+    try:
+        page.set_viewport_size({"width": 1280, "height": 900})
+        too_wide = page.evaluate("""Array.from(document.querySelectorAll('div.cell pre'))
+            .filter(pre => pre.scrollWidth > pre.clientWidth + 1)
+            .map(pre => [pre.scrollWidth, pre.clientWidth,
+                         pre.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '')])""")
+        assert not too_wide, f"{len(too_wide)} code blocks wider than the column: " + "; ".join(
+            f"{width} px > {available} px: {line[:80]}" for width, available, line in too_wide[:5])
+    finally:
+        page.close()
+
