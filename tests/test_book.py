@@ -304,36 +304,31 @@ def test_chinese_text_renders_with_real_glyphs(browser, server):
         page.close()
 
 
+# [width, available width, text] of every block wider than the space it has, at 1280 px.
+TOO_WIDE = {
+    "display equations": """Array.from(document.querySelectorAll('mjx-container[display="true"]'))
+        .map(box => [box.querySelector('mjx-math').getBoundingClientRect().width, box.clientWidth,
+                     (box.querySelector('mjx-assistive-mml') || box).textContent.slice(0, 60)])
+        .filter(([width, available]) => width > available + 1)""",
+    "code blocks and outputs": """Array.from(document.querySelectorAll('div.cell pre'))
+        .filter(pre => pre.scrollWidth > pre.clientWidth + 1)
+        .map(pre => [pre.scrollWidth, pre.clientWidth,
+                     pre.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '').slice(0, 80)])""",
+}
+
+
+@pytest.mark.parametrize("what", list(TOO_WIDE))
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_display_equations_fit_the_text_column(browser, server, chapter):
-    """At a 1280-px window no display equation is wider than its container (no sideways scroll)."""
+def test_equations_and_code_fit_the_text_column(browser, server, chapter, what):
+    """At a 1280-px window no display equation, code cell or printed output is wider than the
+    text column (none scrolls sideways or looks cut off)."""
     page, blocked, errors = open_offline(browser, f"{server}/{chapter}.html")
     try:
         page.set_viewport_size({"width": 1280, "height": 900})
         page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
         page.evaluate("MathJax.startup.promise")
-        too_wide = page.evaluate("""Array.from(document.querySelectorAll('mjx-container[display="true"]'))
-            .map(box => [box.querySelector('mjx-math').getBoundingClientRect().width, box.clientWidth,
-                         (box.querySelector('mjx-assistive-mml') || box).textContent.slice(0, 60)])
-            .filter(([width, available]) => width > available + 1)""")
-        assert not too_wide, "display equations wider than the column: " + "; ".join(
-            f"{width:.0f} px > {available} px: {text}" for width, available, text in too_wide)
+        too_wide = page.evaluate(TOO_WIDE[what])
+        assert not too_wide, f"{len(too_wide)} {what} wider than the column: " + "; ".join(
+            f"{width:.0f} px > {available} px: {text}" for width, available, text in too_wide[:8])
     finally:
         page.close()
-
-
-@pytest.mark.parametrize("chapter", CHAPTERS)
-def test_code_and_its_output_fit_the_text_column(browser, server, chapter):
-    """At a 1280-px window no code cell, and nothing it prints, scrolls sideways."""
-    page, blocked, errors = open_offline(browser, f"{server}/{chapter}.html")
-    try:
-        page.set_viewport_size({"width": 1280, "height": 900})
-        too_wide = page.evaluate("""Array.from(document.querySelectorAll('div.cell pre'))
-            .filter(pre => pre.scrollWidth > pre.clientWidth + 1)
-            .map(pre => [pre.scrollWidth, pre.clientWidth,
-                         pre.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '')])""")
-        assert not too_wide, f"{len(too_wide)} code blocks wider than the column: " + "; ".join(
-            f"{width} px > {available} px: {line[:80]}" for width, available, line in too_wide[:5])
-    finally:
-        page.close()
-
