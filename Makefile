@@ -28,13 +28,15 @@ run: $(STAMP)
 	@echo "The book is in _build/html. Open _build/html/index.html, or serve it with"
 	@echo "  $(BIN)/python -m http.server -d _build/html 8000   and visit http://localhost:8000"
 
-# The browser test drives Debian's chromium; install it where we may (root, as in CI).
+# The browser test drives Debian's chromium, and its Chinese text needs a CJK font (without
+# one every Chinese term renders as boxes, and the test fails); install both where we may
+# (root, as in CI).
 browser:
-	@if ! command -v chromium >/dev/null 2>&1; then \
+	@if ! command -v chromium >/dev/null 2>&1 || ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's chromium for the browser test"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "note: chromium is missing (sudo apt-get install chromium); the browser test will be skipped"; fi; \
+	    echo "installing Debian's chromium and fonts-noto-cjk for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; \
+	  else echo "note: chromium or a CJK font is missing (sudo apt-get install chromium fonts-noto-cjk); the browser test will be skipped or fail"; fi; \
 	fi
 
 # The PostgreSQL gradebook test starts a throwaway server from Debian's binaries.
