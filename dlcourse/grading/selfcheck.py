@@ -96,10 +96,18 @@ def _execute(notebook, path, timeout: int, kernel_name: str) -> None:
         for item in source_dir.iterdir():
             if item.is_file() and item.suffix != ".ipynb" and item.stat().st_size < 50_000_000:
                 shutil.copy2(item, work)
+        message = f"the cell ran longer than {timeout} s and was interrupted"
+
+        def mark_timeout(cell, execute_reply, **_):
+            # nbclient answers a timed-out cell with this reply but shows nothing in the cell
+            if (execute_reply or {}).get("content", {}).get("ename") == TIMEOUT_ENAME:
+                cell.outputs.append(nbformat.v4.new_output("error", ename=TIMEOUT_ENAME, evalue=message,
+                                                           traceback=[f"{TIMEOUT_ENAME}: {message}"]))
+
         client = NotebookClient(notebook, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
                                 interrupt_on_timeout=True, resources={"metadata": {"path": work}},
-                                error_on_timeout={"ename": TIMEOUT_ENAME, "traceback": [],
-                                                  "evalue": f"the cell ran longer than {timeout} s and was interrupted"})
+                                error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": message, "traceback": []},
+                                on_cell_executed=mark_timeout)
         # A notebook that calls self_check() must not start itself again inside the check.
         previous = os.environ.get("DLCOURSE_SELF_CHECK")
         os.environ["DLCOURSE_SELF_CHECK"] = "1"
