@@ -4,6 +4,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 import dlcourse
+from parity import CUDA_SKIP_REASON
 
 
 def pytest_configure(config):
@@ -25,6 +26,15 @@ def _seeded():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line for the CUDA variants of the PyTorch comparisons (`-rfE` hides skip reasons)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    cuda = sum(1 for report in skipped if isinstance(report.longrepr, tuple)
+               and report.longrepr[2].endswith(CUDA_SKIP_REASON))
+    if cuda:
+        terminalreporter.write_line(f"{cuda} CUDA comparisons skipped: no GPU")
 
 
 def pytest_sessionfinish(session, exitstatus):
