@@ -27,7 +27,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from dlcourse.grading.course import CourseError, assignments
+from dlcourse.grading.course import CourseError, require_assignment
 
 __all__ = ["collect", "CollectReport", "student_of", "MAX_MEMBER_BYTES"]
 
@@ -89,9 +89,7 @@ def _read_capped(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | Non
 
 
 def collect(root: Path, archive_path, assignment: str, force: bool = False) -> CollectReport:
-    names = assignments(root)
-    if assignment not in names:
-        raise CourseError(f"no assignment {assignment!r} in {root / 'solutions'}; there are: {', '.join(names) or 'none'}")
+    require_assignment(root, assignment)
     notebooks = sorted((root / "solutions" / assignment).glob("*.ipynb"))
     notebook_id = assignment if (root / "solutions" / assignment / f"{assignment}.ipynb").exists() else notebooks[0].stem
     archive_path = Path(archive_path)
