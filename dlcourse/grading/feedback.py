@@ -32,7 +32,7 @@ from dlcourse.grading.course import CourseError
 
 __all__ = ["generate_feedback", "banner", "MAX_FEEDBACK_BYTES", "FEEDBACK_TIMEOUT", "MATHJAX_FILE"]
 
-MAX_FEEDBACK_BYTES = 20 * 1024 * 1024    # autograded notebooks above this get the short page
+MAX_FEEDBACK_BYTES = 5 * 1024 * 1024     # above this a page would take minutes (~35 s per MB): the short page
 FEEDBACK_TIMEOUT = 120                   # seconds to render one student's page
 FEEDBACK_MEMORY = 4 * 1024 ** 3          # bytes of address space for one rendering
 MATHJAX_FILE = "tex-svg-full.js"         # every TeX package and SVG output: one file, no fonts to fetch
