@@ -81,6 +81,8 @@ def run_visible_tests(path, timeout: int = 120, kernel_name: str = "python3") ->
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+    from dlcourse.kernels import ipc_kernel_config
+
     notebook = read_notebook(path)
     with tempfile.TemporaryDirectory(prefix="dlcourse-check-") as work:
         # Run beside a copy of the assignment's other files, so relative paths still work.
@@ -89,7 +91,7 @@ def run_visible_tests(path, timeout: int = 120, kernel_name: str = "python3") ->
             if item.is_file() and item.suffix != ".ipynb" and item.stat().st_size < 50_000_000:
                 shutil.copy2(item, work)
         client = NotebookClient(notebook, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
-                                resources={"metadata": {"path": work}})
+                                resources={"metadata": {"path": work}}, config=ipc_kernel_config(work))
         # A notebook that calls self_check() must not start itself again inside the check.
         previous = os.environ.get("DLCOURSE_SELF_CHECK")
         os.environ["DLCOURSE_SELF_CHECK"] = "1"
