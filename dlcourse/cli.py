@@ -35,6 +35,8 @@ def _train(args) -> int:
     for key, value in result.items():
         if isinstance(value, float):
             print(f"{key.replace('_', ' ')}: {value:.4f}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            print(f"{key.replace('_', ' ')}: {value}")
         elif isinstance(value, str) and key != "plot":
             print(f"{key.replace('_', ' ')}: {value}")
     print(f"loss curve: {result['plot']}")
