@@ -189,3 +189,55 @@ def test_a_probe_less_test_cells_number_is_partial_credit_again():
     assert _partial_credit(result, 3.0) == 1.5
     assert _partial_credit(_clean_outputs([{"output_type": "execute_result", "execution_count": 1, "metadata": {},
                                             "data": {"text/plain": "'done'"}}]), 3.0) == 3.0
+
+
+# --- whole runs: `dlcourse grade`, then the feedback -----------------------------------------
+
+PLOT_CELL = ("%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.figure(figsize=(2, 2))\n"
+             "plt.plot([0, 1, 2], [2, 0, 1])\nplt.title('my curve')\nplt.show()")
+TABLE_CELL = ("from IPython.display import HTML, display\n"
+              "display(HTML('<table><tr><td>epoch 42</td></tr></table>"
+              "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script>'))")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("grading")
+def test_a_submissions_figure_reaches_its_feedback_and_one_slow_page_stops_nobody(course, monkeypatch):
+    alice = correct_notebook()
+    alice.cells.insert(3, nbformat.v4.new_code_cell(PLOT_CELL))
+    alice.cells.insert(4, nbformat.v4.new_code_cell(TABLE_CELL))
+    cell_of(alice, "batchnorm_eval_answer").source = "Running averages. " + HOSTILE
+    submit(course, "alice", alice)
+    submit(course, "bob", wrong(correct_notebook(), "dropout_forward"))
+    slow = correct_notebook()   # 2.8 MB of Markdown, under the cap below: about 100 s of CPU to render
+    slow.cells.append(nbformat.v4.new_markdown_cell("*a* $x$ `c` [l](https://example.org) " * 75_000))
+    submit(course, "carol", slow)
+    huge = correct_notebook()
+    huge.cells.append(nbformat.v4.new_markdown_cell("word " * 700_000))
+    submit(course, "dave", huge)
+    lines, _ = grade(course, "--workers", "2")
+    assert {s: lines[s]["status"] for s in lines} == dict.fromkeys(("alice", "bob", "carol", "dave"), "graded")
+
+    monkeypatch.setattr(feedback_module, "MAX_FEEDBACK_BYTES", 3 * 1024 * 1024)
+    # an ordinary page takes ~4 s of CPU: 60 s leaves room for a loaded machine
+    pages = generate_feedback(course, A, workers=2, timeout=60)
+    text = {p.parent.parent.name: p.read_text() for p in pages}
+    assert sorted(text) == ["alice", "bob", "carol", "dave"]
+    autograded = nbformat.read(course / "autograded" / "alice" / A / f"{A}.ipynb", as_version=4)
+    kinds = [o.output_type for c in autograded.cells if c.cell_type == "code" for o in c.outputs]
+    assert "display_data" in kinds, kinds                   # the run's figure is in the autograded notebook
+    figures = re.findall(r'<img[^>]* src="data:image/png;base64,([^"]+)"', text["alice"])
+    assert figures and base64.b64decode(figures[0]).startswith(b"\x89PNG"), "the figure is not on alice's page"
+    assert "epoch 42" in text["alice"]                      # the HTML table output, sanitized:
+    tags = elements(text["alice"])
+    assert [attrs.get("src") for tag, attrs, _ in tags if tag == "script"] == [None, "mathjax/tex-svg-full.js"]
+    assert not [attrs for _, attrs, _ in tags if any(name.startswith("on") for name in attrs)]
+    assert "awaiting grading" in text["alice"] and "Score: 0.0 / 3.0" not in text["alice"]
+    assert "07-regularization.md" not in text["alice"] and "mathjax/tex-svg-full.js" in text["alice"]
+    assert (pages[0].parent / "mathjax" / "tex-svg-full.js").is_file()
+    assert "AssertionError" in text["bob"] or "HiddenCheckFailed" in text["bob"]
+    assert "dlcourse/checks" not in text["bob"] and "site-packages" not in text["bob"]
+    assert "feedback too large" in text["carol"] and "took more than 60 s" in text["carol"]
+    assert "feedback too large" in text["dave"] and "more than the 3 MB" in text["dave"]
+    for student in ("carol", "dave"):
+        assert 'class="dlcourse-outcome"' in text[student] and "Content-Security-Policy" in text[student]
