@@ -5,7 +5,7 @@
     dlcourse check NOTEBOOK            run a notebook's visible tests, one line per part
     dlcourse collect ARCHIVE ASSIGNMENT   import an LMS zip into submitted/<student>/<assignment>/
     dlcourse grade ASSIGNMENT [--workers N] [--scheduler ADDRESS] [--db URL] [--timeout S] [--memory MB] [--json]
-    dlcourse feedback ASSIGNMENT       one HTML feedback file per student (nbgrader's layout)
+    dlcourse feedback ASSIGNMENT [--workers N] [--timeout S]   one HTML page per student, offline
     dlcourse export [--csv FILE]       grades as CSV: nbgrader's columns plus status and reason
 
 Errors a user can fix are printed as one line (`error: …`) with exit status 2.
@@ -98,7 +98,7 @@ def _feedback(args) -> int:
     from dlcourse.grading.feedback import generate_feedback
 
     root = find_root()
-    for path in generate_feedback(root, args.assignment, db_url=args.db):
+    for path in generate_feedback(root, args.assignment, db_url=args.db, workers=args.workers, timeout=args.timeout):
         print(f"feedback {path.relative_to(root)}")
     return 0
 
@@ -114,6 +114,7 @@ def _export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dlcourse.grading.feedback import FEEDBACK_TIMEOUT
     from dlcourse.recipes import RECIPES
 
     parser = argparse.ArgumentParser(prog="dlcourse", description="The deep-learning course's command.")
@@ -168,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "(feedback/<student>/<assignment>/)")
     feedback.add_argument("assignment", help="the assignment (a folder of solutions/)")
     feedback.add_argument("--db", default=None, help="gradebook URL (default: nbgrader_config.py's)")
+    feedback.add_argument("--workers", type=_positive, default=None,
+                          help="pages rendered at once (default: the cores)")
+    feedback.add_argument("--timeout", type=_positive, default=FEEDBACK_TIMEOUT,
+                          help="seconds for one student's page; past it the student gets a short page "
+                               "(default %(default)s)")
     feedback.set_defaults(handler=_feedback)
 
     export = commands.add_parser("export", help="grades as CSV: nbgrader's columns plus status and reason")
