@@ -99,7 +99,7 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (FEEDBACK_MEMORY, FEEDBACK_MEMORY))
 
 
-def _render(job: dict, row: dict, timeout: float) -> str:
+def _render(job: dict, timeout: float) -> str:
     """Render one page in a child process; '' when it worked, else the note for the short page."""
     try:
         info = os.lstat(job["notebook"])
@@ -123,15 +123,12 @@ def _render(job: dict, row: dict, timeout: float) -> str:
 
 
 def _feedback_for(root: Path, row: dict, job: dict | None, timeout: float) -> Path:
-    """Write one student's page; never raises for a problem with that student's notebook."""
-    target = Path(job["output"]) if job else None
-    if job is not None:
-        note = _render(job, row, timeout)
-        if not note:
-            return target
-    else:
-        note = ""
-    target = target or root / "feedback" / row["student"] / row["assignment"] / f"{row['notebook_id']}.html"
+    """Write one student's page: the rendered notebook, or the short page with a note.
+    Never raises for a problem with that student's notebook."""
+    note = _render(job, timeout) if job is not None else ""
+    if job is not None and not note:
+        return Path(job["output"])
+    target = root / "feedback" / row["student"] / row["assignment"] / f"{row['notebook_id']}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(_page(row, note), encoding="utf-8")
     return target
