@@ -5,7 +5,7 @@
     dlcourse check NOTEBOOK            run a notebook's visible tests, one line per part
     dlcourse collect ARCHIVE ASSIGNMENT   import an LMS zip into submitted/<student>/<assignment>/
     dlcourse grade ASSIGNMENT [--workers N] [--scheduler ADDRESS] [--db URL] [--timeout S] [--memory MB] [--json]
-    dlcourse feedback ASSIGNMENT       one HTML feedback file per student (nbgrader's layout)
+    dlcourse feedback ASSIGNMENT [--workers N] [--timeout S]   one HTML page per student, offline
     dlcourse export [--csv FILE]       grades as CSV: nbgrader's columns plus status and reason
 
 Errors a user can fix are printed as one line (`error: …`) with exit status 2.
@@ -35,6 +35,8 @@ def _train(args) -> int:
     for key, value in result.items():
         if isinstance(value, float):
             print(f"{key.replace('_', ' ')}: {value:.4f}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            print(f"{key.replace('_', ' ')}: {value}")
         elif isinstance(value, str) and key != "plot":
             print(f"{key.replace('_', ' ')}: {value}")
     print(f"loss curve: {result['plot']}")
@@ -96,7 +98,7 @@ def _feedback(args) -> int:
     from dlcourse.grading.feedback import generate_feedback
 
     root = find_root()
-    for path in generate_feedback(root, args.assignment, db_url=args.db):
+    for path in generate_feedback(root, args.assignment, db_url=args.db, workers=args.workers, timeout=args.timeout):
         print(f"feedback {path.relative_to(root)}")
     return 0
 
@@ -112,14 +114,16 @@ def _export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dlcourse.grading.feedback import FEEDBACK_TIMEOUT
     from dlcourse.recipes import RECIPES
 
     parser = argparse.ArgumentParser(prog="dlcourse", description="The deep-learning course's command.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train one of the course's models and save its loss curve")
-    train.add_argument("model", choices=sorted(RECIPES))
+    train.add_argument("model", choices=sorted(RECIPES), help="which model: %(choices)s")
     train.add_argument("--epochs", type=int, default=None, help="passes over the training data")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of the initial weights, the data split and the batches (default 0)")
     train.add_argument("--out", default="outputs", help="folder for the loss-curve PNG")
     train.add_argument("--data", default="digits", choices=["digits", "mnist", "fashion"],
                        help="mlp only: digits (embedded) or IDX files you have")
@@ -128,23 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
 
     release = commands.add_parser("release", help="regenerate exercises/ from solutions/ with nbgrader")
-    release.add_argument("assignment", nargs="?", default=None, help="one assignment (default: all)")
+    release.add_argument("assignment", nargs="?", default=None, help="one assignment, a folder of solutions/ (default: all)")
     release.set_defaults(handler=_release)
 
     check = commands.add_parser("check", help="run a notebook's visible tests and show a table per part")
-    check.add_argument("notebook")
-    check.add_argument("--timeout", type=int, default=120, help="seconds per cell")
+    check.add_argument("notebook", help="the .ipynb file to check")
+    check.add_argument("--timeout", type=_positive, default=120, help="seconds per cell (default 120)")
     check.set_defaults(handler=_check)
 
     collect = commands.add_parser("collect", help="import an LMS download (zip, one notebook per student) "
                                                   "into submitted/<student>/<assignment>/")
     collect.add_argument("archive", help="the zip file")
-    collect.add_argument("assignment")
+    collect.add_argument("assignment", help="the assignment (a folder of solutions/)")
     collect.add_argument("--force", action="store_true", help="replace submissions that differ from the zip's")
     collect.set_defaults(handler=_collect)
 
     grade = commands.add_parser("grade", help="grade every submitted/<student>/<assignment>/, isolated and in parallel")
-    grade.add_argument("assignment")
+    grade.add_argument("assignment", help="the assignment (a folder of solutions/)")
     grade.add_argument("--workers", type=int, default=None, help="local worker processes (default: the cores)")
     grade.add_argument("--scheduler", default=None, help="address of a Dask scheduler to grade on instead")
     grade.add_argument("--db", default=None, help="gradebook URL (default: nbgrader_config.py's, SQLite), "
@@ -163,13 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     feedback = commands.add_parser("feedback", help="one HTML feedback file per student "
                                                     "(feedback/<student>/<assignment>/)")
-    feedback.add_argument("assignment")
+    feedback.add_argument("assignment", help="the assignment (a folder of solutions/)")
     feedback.add_argument("--db", default=None, help="gradebook URL (default: nbgrader_config.py's)")
+    feedback.add_argument("--workers", type=_positive, default=None,
+                          help="pages rendered at once (default: the cores)")
+    feedback.add_argument("--timeout", type=_positive, default=FEEDBACK_TIMEOUT,
+                          help="seconds for one student's page; past it the student gets a short page "
+                               "(default %(default)s)")
     feedback.set_defaults(handler=_feedback)
 
     export = commands.add_parser("export", help="grades as CSV: nbgrader's columns plus status and reason")
     export.add_argument("--csv", default="grades.csv", help="output file (default grades.csv)")
-    export.add_argument("--assignment", default=None, help="only this assignment")
+    export.add_argument("--assignment", default=None, help="only this assignment (a folder of solutions/)")
     export.add_argument("--db", default=None, help="gradebook URL (default: nbgrader_config.py's)")
     export.set_defaults(handler=_export)
     return parser

@@ -32,8 +32,11 @@ class History:
     batch_loss: list = field(default_factory=list)
     best_epoch: int | None = None
 
-    def plot(self, path=None, title: str = "Training"):
-        """Loss curves (and accuracy, when measured) as a matplotlib figure; saved when `path`."""
+    def plot(self, path=None, title: str = "Training", ylabel: str = "loss", baselines: dict | None = None):
+        """Loss curves (and accuracy, when measured) as a matplotlib figure; saved when `path`.
+
+        ylabel: the loss axis' label, with its unit where it has one ("nats per character").
+        baselines: {label: loss} drawn as dashed horizontal lines (e.g. a unigram model's)."""
         import matplotlib
         if path is not None and matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
             matplotlib.use("Agg", force=False)
@@ -52,7 +55,9 @@ class History:
             ax.plot(self.epochs, self.val_loss, "s-", label="validation")
         if self.best_epoch is not None:
             ax.axvline(self.best_epoch, color="k", ls=":", label=f"best epoch ({self.best_epoch})")
-        ax.set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
+        for (label, value), colour in zip((baselines or {}).items(), ("tab:red", "tab:purple", "tab:brown")):
+            ax.axhline(value, color=colour, ls="--", label=label)
+        ax.set(xlabel="epoch", ylabel=ylabel, title=f"{title}: loss")
         ax.legend()
         if has_accuracy:
             ax = axes[0, 1]

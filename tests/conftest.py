@@ -1,9 +1,13 @@
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
 import dlcourse
+from parity import CUDA_SKIP_REASON
 
 
 def pytest_configure(config):
@@ -11,6 +15,7 @@ def pytest_configure(config):
     process per core, and oversubscribed BLAS threads make small matrix products ~8x slower."""
     config._blas_limits = threadpool_limits(limits=1)
     torch.set_num_threads(1)
+    config.pluginmanager.register(BookBuildRecorder(), "book-build-recorder")
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +32,48 @@ def rng():
     return np.random.default_rng(1234)
 
 
+BOOK_BUILDS = "book-builds.txt"   # one line per `built_site` set-up: worker and seconds
+
+
+def _shared_temp(config) -> Path:
+    """The session's temporary folder, the same for the controller and every xdist worker."""
+    base = config._tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(config, "workerinput") else base
+
+
+class BookBuildRecorder:
+    """Records each build of the book (test_book's session fixture `built_site`) for the
+    summary line. A plugin, not a conftest hook: conftest hooks do not see session-scoped
+    fixtures, whose node is the session, above tests/."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        if fixturedef.argname != "built_site":
+            return (yield)
+        started = time.monotonic()
+        result = yield
+        worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
+        with open(_shared_temp(request.config) / BOOK_BUILDS, "a") as handle:
+            handle.write(f"{worker} {time.monotonic() - started:.0f}\n")
+        return result
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """One line for the CUDA variants of the PyTorch comparisons (`-rfE` hides skip reasons),
+    and how often the book was built (once, when the xdist groups hold)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    cuda = sum(1 for report in skipped if isinstance(report.longrepr, tuple)
+               and report.longrepr[2].endswith(CUDA_SKIP_REASON))
+    if cuda:
+        terminalreporter.write_line(f"{cuda} CUDA comparisons skipped: no GPU")
+    builds_file = _shared_temp(config) / BOOK_BUILDS
+    if builds_file.exists():
+        builds = [line.split() for line in builds_file.read_text().splitlines() if line.strip()]
+        times = "once" if len(builds) == 1 else f"{len(builds)} times"
+        where = ", ".join(f"{worker} {seconds} s" for worker, seconds in builds)
+        terminalreporter.write_line(f"the book was built {times} ({where})")
+
+
 def pytest_sessionfinish(session, exitstatus):
     """With DLCOURSE_PARITY_JSON set, save the worst error per layer and dtype (for `make gpu-check`)."""
     import json
@@ -41,3 +88,21 @@ def pytest_sessionfinish(session, exitstatus):
             for (layer, dtype), error in sorted(MEASURED_ERRORS.items())]
     with open(path, "w") as handle:
         json.dump(rows, handle, indent=1)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """`--dist loadgroup` under pytest 9: pytest-xdist 3.8 marks a test's group by setting
+    `item._nodeid`, which pytest 9 no longer reads (the node id lives in `item._id`), so
+    the groups were split across workers and the book was built once per worker. Put the
+    group suffix where pytest 9 keeps the node id; on older pytest xdist's own suffix stands."""
+    if not hasattr(config, "workerinput") or not config.getvalue("loadgroup"):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(groups)
+        if groups and not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)

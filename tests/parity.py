@@ -10,10 +10,11 @@ import torch
 TOLERANCE = {np.dtype(np.float64): 1e-7, np.dtype(np.float32): 1e-4}
 TORCH_DTYPE = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
 DTYPES = [np.float64, np.float32]
+CUDA_SKIP_REASON = "no CUDA device"  # conftest counts these skips in one summary line
 
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason=CUDA_SKIP_REASON)),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import stat
 import subprocess
 import sys
@@ -132,3 +133,79 @@ def test_feedback_and_export_after_grading(course):
     with open(course / "nbgrader.csv", newline="") as handle:
         theirs = {r["student_id"]: r for r in csv.DictReader(handle)}
     assert {s: float(r["score"]) for s, r in theirs.items()} == {s: float(r["score"]) for s, r in rows.items()}
+
+
+# --- hostile archives and targets: never abort, hang or write outside ---------------------
+
+def with_deflate64(path, name):
+    """Mark the member `name` as Deflate64 (method 9), which zipfile cannot decompress."""
+    data = bytearray(path.read_bytes())
+    encoded = name.encode()
+    for signature, method_at, name_at in ((b"PK\x03\x04", 8, 30), (b"PK\x01\x02", 10, 46)):
+        start = 0
+        while (start := data.find(signature, start)) >= 0:
+            if data[start + name_at:start + name_at + len(encoded)] == encoded:
+                data[start + method_at:start + method_at + 2] = (9).to_bytes(2, "little")
+            start += 4
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_special_files_at_the_targets_are_skipped_not_opened(tmp_path):
+    course = new_course(tmp_path)
+    for student in ("alice", "bob", "carol"):
+        (course / "submitted" / student / A).mkdir(parents=True)
+    os.mkfifo(course / "submitted" / "alice" / A / f"{A}.ipynb")      # would hang a plain open()
+    (course / "submitted" / "bob" / A / f"{A}.ipynb").mkdir()          # IsADirectoryError before
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    (course / "submitted" / "carol" / A / f".{A}.ipynb.collect").symlink_to(outside)   # the old temporary name
+    (course / "submitted" / "dave").symlink_to(tmp_path)               # a linked student folder
+    archive = make_zip(tmp_path / "lms.zip", [(f"{s}.ipynb", NOTEBOOK, None) for s in ("alice", "bob", "carol",
+                                                                                       "dave", "erin")])
+    completed = run_dlcourse(course, "collect", str(archive), A, timeout=120)
+    assert completed.returncode == 1, completed.stderr
+    rejected = completed.stderr.strip().splitlines()
+    assert len(rejected) == 3, rejected
+    assert f"rejected alice.ipynb: submitted/alice/{A}/{A}.ipynb is not a regular file" in rejected[0]
+    assert f"rejected bob.ipynb: submitted/bob/{A}/{A}.ipynb is not a regular file" in rejected[1]
+    assert "rejected dave.ipynb: dave is a symbolic link or not a folder" in rejected[2]
+    assert "3 collected" not in completed.stdout and "2 collected, 0 unchanged, 3 rejected" in completed.stdout
+    assert (course / "submitted" / "carol" / A / f"{A}.ipynb").read_bytes() == NOTEBOOK
+    assert (course / "submitted" / "erin" / A / f"{A}.ipynb").read_bytes() == NOTEBOOK
+    assert outside.read_text() == "precious" and not (tmp_path / A).exists()
+    assert stat.S_ISFIFO(os.lstat(course / "submitted" / "alice" / A / f"{A}.ipynb").st_mode)
+
+
+def test_a_member_that_cannot_be_unpacked_or_parsed_costs_only_itself(tmp_path):
+    course = new_course(tmp_path)
+    archive = make_zip(tmp_path / "lms.zip", [("alice.ipynb", NOTEBOOK, None), ("bob.ipynb", NOTEBOOK, None),
+                                              ("carol.ipynb", b'{"cells": "none"}', None),
+                                              ("dave.ipynb", b"\xff\xfe binary", None), ("erin.ipynb", NOTEBOOK, None)])
+    with_deflate64(archive, "bob.ipynb")
+    report = collect(course, archive, A)
+    assert [line.split(" ->")[0] for line in report.imported] == ["alice.ipynb", "erin.ipynb"]
+    assert len(report.rejected) == 3, report.rejected
+    assert report.rejected[0].startswith("bob.ipynb: cannot be unpacked (")
+    assert report.rejected[1] == "carol.ipynb: is not an nbformat-4 notebook (no list of cells)"
+    assert report.rejected[2] == "dave.ipynb: is not a notebook (not JSON text)"
+    assert not (course / "submitted" / "bob").exists()
+
+
+def test_the_archive_has_a_total_size_cap_and_a_member_cap(tmp_path, monkeypatch):
+    course = new_course(tmp_path)
+    monkeypatch.setattr(collect_module, "MAX_TOTAL_BYTES", int(2.5 * len(NOTEBOOK)))
+    archive = make_zip(tmp_path / "lms.zip", [(f"s{i}.ipynb", NOTEBOOK, None) for i in range(4)])
+    report = collect(course, archive, A)
+    assert len(report.imported) == 2 and len(report.rejected) == 2, report
+    assert all("past its total cap" in line for line in report.rejected)
+    written = sum(p.stat().st_size for p in (course / "submitted").rglob("*") if p.is_file())
+    assert written <= 2.5 * len(NOTEBOOK)
+
+    monkeypatch.setattr(collect_module, "MAX_TOTAL_BYTES", 10**9)
+    monkeypatch.setattr(collect_module, "MAX_MEMBERS", 3)
+    archive = make_zip(tmp_path / "many.zip", [(f"t{i}.ipynb", NOTEBOOK, None) for i in range(7)])
+    report = collect(course, archive, A)
+    assert len(report.imported) == 3
+    assert report.rejected == ["4 members after the first 3: the archive holds 7 entries, more than the cap of 3; "
+                               "not read"]

@@ -130,3 +130,46 @@ def test_cli_reports_missing_mnist_in_one_line(tmp_path):
     assert completed.returncode == 2
     assert completed.stderr.count("\n") == 1 and completed.stderr.startswith("error: ")
     assert "train-images-idx3-ubyte" in completed.stderr
+
+
+def test_mlp_curve_and_best_epoch_come_from_a_validation_split_held_out_of_training(tmp_path):
+    from dlcourse.recipes import hold_out
+
+    (x_train, y_train), (x_test, _) = data.load_digits()
+    (x_fit, y_fit), (x_val, y_val) = hold_out((x_train, y_train), 0.15, seed=0)
+    assert len(x_val) == int(np.ceil(0.15 * len(x_train)))   # sklearn's rounding
+    # a partition of the training set: the same rows, each once
+    assert sorted(map(bytes, np.concatenate([x_fit, x_val]))) == sorted(map(bytes, x_train))
+    # stratified: every digit's share of the validation part is within one image of its share of the training set
+    for digit in range(10):
+        assert abs(np.sum(y_val == digit) - 0.15 * np.sum(y_train == digit)) <= 1
+    result = train_mlp(epochs=2, seed=0, progress=False, out_dir=tmp_path)
+    val = evaluate(result["model"], nn.CrossEntropyLoss(), data.DataLoader((x_val, y_val), batch_size=512))
+    test = evaluate(result["model"], nn.CrossEntropyLoss(), data.DataLoader(data.load_digits()[1], batch_size=512))
+    assert result["history"].val_loss[-1] == pytest.approx(val["loss"], rel=1e-6)
+    assert result["history"].val_loss[-1] != pytest.approx(test["loss"], rel=1e-3)
+    assert result["test_loss"] == pytest.approx(test["loss"], rel=1e-6)
+    assert result["best_epoch"] in (1, 2) and len(x_test) == 450
+
+
+def test_cli_train_mlp_reports_validation_then_test_once(tmp_path, capsys):
+    assert main(["train", "mlp", "--epochs", "1", "--out", str(tmp_path), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    keys = [line.split(":")[0] for line in lines]
+    assert keys[:5] == ["val loss", "val accuracy", "best epoch", "test loss", "test accuracy"], lines
+    assert sum(key.startswith("test") for key in keys) == 2
+
+
+def test_lstm_plot_has_the_unigram_baseline_and_the_unit(tmp_path, monkeypatch):
+    from dlcourse.recipes import train_lstm
+    from dlcourse.train import History
+
+    figures = []
+    original = History.plot
+    monkeypatch.setattr(History, "plot", lambda self, *a, **k: figures.append(original(self, *a, **k)) or figures[-1])
+    result = train_lstm(epochs=1, seed=0, out_dir=tmp_path, progress=False, sample_length=5)
+    axes = figures[-1].axes[0]
+    assert axes.get_ylabel() == "cross-entropy (nats per character)"
+    baseline = [line for line in axes.get_lines() if line.get_label() == "unigram baseline (validation)"]
+    assert baseline and baseline[0].get_ydata()[0] == pytest.approx(result["unigram_cross_entropy"])
+    assert (tmp_path / "lstm-language-model-loss.png").read_bytes()[:4] == b"\x89PNG"

@@ -13,25 +13,36 @@ letter or a digit. Each notebook lands in ``submitted/<student>/<assignment>/<as
 
 Rejected, one message per file: absolute paths, ``..``, links and other special entries
 (zip external attributes), files that are not ``.ipynb``, members over 20 MB (checked
-while reading, not only from the header), deeper folders, names without a usable student
-id, students with more than one notebook (none of theirs is imported), and a submission
-that already exists with different content (unless ``force``). Nothing outside submitted/
-is ever written, and identical re-imports are reported as unchanged.
+while reading, not only from the header), members past the archive's total of 1 GB or
+its first 5000 entries, members that cannot be unpacked (e.g. Deflate64) or are not
+nbformat-4 JSON, deeper folders, names without a usable student id, students with more
+than one notebook (none of theirs is imported), a target that is not a regular file
+(a FIFO, a folder, a link: never opened), and a submission that already exists with
+different content (unless ``force``). One bad member never stops the others.
+
+Nothing outside submitted/ is ever written: every folder is opened relative to its parent
+with O_NOFOLLOW, and each notebook is written to a fresh temporary (O_CREAT|O_EXCL|
+O_NOFOLLOW) renamed into place. Identical re-imports are reported as unchanged.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from dlcourse.grading.course import CourseError, assignments
+from dlcourse.grading.course import CourseError, require_assignment
 
-__all__ = ["collect", "CollectReport", "student_of", "MAX_MEMBER_BYTES"]
+__all__ = ["collect", "CollectReport", "student_of", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES", "MAX_MEMBERS"]
 
 MAX_MEMBER_BYTES = 20 * 1024 * 1024
+MAX_TOTAL_BYTES = 1024 * 1024 * 1024   # all members together, decompressed
+MAX_MEMBERS = 5000                      # entries read from one archive
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 
 
@@ -82,16 +93,122 @@ def _problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def _read_capped(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | None:
-    with archive.open(info) as handle:
-        data = handle.read(MAX_MEMBER_BYTES + 1)
-    return None if len(data) > MAX_MEMBER_BYTES else data
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> tuple[bytes | None, str]:
+    """(the member's bytes, '') or (None, why not): at most MAX_MEMBER_BYTES and `budget`
+    bytes are decompressed, whatever the header claims, and it must parse as a notebook."""
+    limit = min(MAX_MEMBER_BYTES, budget)
+    try:
+        with archive.open(info) as handle:
+            data = handle.read(limit + 1)
+    except NotImplementedError as error:   # e.g. Deflate64, which zipfile cannot decompress
+        return None, f"cannot be unpacked ({error})"
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, ValueError) as error:
+        return None, f"cannot be unpacked ({type(error).__name__}: {error})"
+    if len(data) > limit:
+        if limit < MAX_MEMBER_BYTES:
+            return None, f"would take the archive past its total cap of {MAX_TOTAL_BYTES // (1024 * 1024)} MB"
+        return None, f"is larger than {MAX_MEMBER_BYTES // (1024 * 1024)} MB"
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, "is not a notebook (not JSON text)"
+    cells = record.get("cells") if isinstance(record, dict) else None
+    if not isinstance(record, dict) or record.get("nbformat") != 4 or not isinstance(cells, list) \
+            or not all(isinstance(c, dict) and isinstance(c.get("cell_type"), str) for c in cells):
+        return None, "is not an nbformat-4 notebook (no list of cells)"
+    return data, ""
+
+
+def _open_folder(parent: int, name: str) -> int:
+    """A descriptor of the folder `name` in `parent`, created if missing; never through a link."""
+    try:
+        os.mkdir(name, 0o755, dir_fd=parent)
+    except FileExistsError:
+        pass
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    except OSError:
+        raise _Refused(f"{name} is a symbolic link or not a folder; not writing through it") from None
+
+
+class _Refused(Exception):
+    """A submission that is not written, with the reason."""
+
+
+def _existing(folder: int, name: str) -> bytes | None:
+    """The bytes of the regular file `name` in `folder`, None if there is none; refuses a FIFO,
+    a folder, a link or anything else that is not a regular file, without opening it."""
+    try:
+        info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        raise _Refused("is not a regular file (a folder, a link, a FIFO or a device); skipped")
+    descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    with os.fdopen(descriptor, "rb") as handle:
+        return handle.read(MAX_MEMBER_BYTES + 1)
+
+
+def _write(folder: int, name: str, data: bytes) -> None:
+    """Write `name` atomically: a fresh temporary (O_EXCL|O_NOFOLLOW: never an existing path) renamed over it."""
+    temporary = f".{name}.{secrets.token_hex(8)}.collect"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=folder)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        os.unlink(temporary, dir_fd=folder)
+        raise
+
+
+def _store(root: Path, student: str, assignment: str, notebook_id: str, data: bytes, force: bool) -> str:
+    """Put one submission in place: 'imported' or 'unchanged'; raises _Refused."""
+    descriptors = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for part in ("submitted", student, assignment):
+            descriptors.append(_open_folder(descriptors[-1], part))
+        relative = f"submitted/{student}/{assignment}/{notebook_id}.ipynb"
+        try:
+            existing = _existing(descriptors[-1], f"{notebook_id}.ipynb")
+        except _Refused as why:
+            raise _Refused(f"{relative} {why}") from None
+        if existing == data:
+            return "unchanged"
+        if existing is not None and not force:
+            raise _Refused(f"{relative} exists and differs (--force replaces it)")
+        _write(descriptors[-1], f"{notebook_id}.ipynb", data)
+        return "imported"
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
+
+
+def _wanted_members(archive: zipfile.ZipFile, assignment: str, report: CollectReport) -> dict[str, list]:
+    """{student: [members]} of the archive's acceptable entries; one rejection line per other entry."""
+    entries = archive.infolist()
+    if len(entries) > MAX_MEMBERS:
+        report.rejected.append(f"{len(entries) - MAX_MEMBERS} members after the first {MAX_MEMBERS}: the archive "
+                               f"holds {len(entries)} entries, more than the cap of {MAX_MEMBERS}; not read")
+    wanted: dict[str, list[zipfile.ZipInfo]] = {}
+    for info in entries[:MAX_MEMBERS]:
+        if info.is_dir() and not stat.S_ISLNK(info.external_attr >> 16) and ".." not in PurePosixPath(info.filename).parts \
+                and not info.filename.startswith(("/", "\\")):
+            continue
+        problem = _problem(info)
+        if problem is None:
+            student, why = student_of(info.filename, assignment)
+            if student is None:
+                problem = why
+        if problem:
+            report.rejected.append(f"{info.filename}: {problem}")
+            continue
+        wanted.setdefault(student, []).append(info)
+    return wanted
 
 
 def collect(root: Path, archive_path, assignment: str, force: bool = False) -> CollectReport:
-    names = assignments(root)
-    if assignment not in names:
-        raise CourseError(f"no assignment {assignment!r} in {root / 'solutions'}; there are: {', '.join(names) or 'none'}")
+    require_assignment(root, assignment)
     notebooks = sorted((root / "solutions" / assignment).glob("*.ipynb"))
     notebook_id = assignment if (root / "solutions" / assignment / f"{assignment}.ipynb").exists() else notebooks[0].stem
     archive_path = Path(archive_path)
@@ -105,22 +222,8 @@ def collect(root: Path, archive_path, assignment: str, force: bool = False) -> C
     except zipfile.BadZipFile as error:
         raise CourseError(f"{archive_path} is not a readable zip archive: {error}") from None
     with archive:
-        wanted: dict[str, list[zipfile.ZipInfo]] = {}
-        for info in archive.infolist():
-            if info.is_dir() and not stat.S_ISLNK(info.external_attr >> 16) and ".." not in PurePosixPath(info.filename).parts \
-                    and not info.filename.startswith(("/", "\\")):
-                continue
-            problem = _problem(info)
-            if problem is None:
-                student, why = student_of(info.filename, assignment)
-                if student is None:
-                    problem = why
-            if problem:
-                report.rejected.append(f"{info.filename}: {problem}")
-                continue
-            wanted.setdefault(student, []).append(info)
-        submitted = root / "submitted"
-        for student, members in sorted(wanted.items()):
+        budget = MAX_TOTAL_BYTES
+        for student, members in sorted(_wanted_members(archive, assignment, report).items()):
             if len(members) > 1:
                 listed = ", ".join(m.filename for m in members)
                 for member in members:
@@ -128,27 +231,22 @@ def collect(root: Path, archive_path, assignment: str, force: bool = False) -> C
                                            f"archive ({listed}); none was imported")
                 continue
             info = members[0]
-            data = _read_capped(archive, info)
+            data, problem = _read_member(archive, info, budget)
             if data is None:
-                report.rejected.append(f"{info.filename}: is larger than {MAX_MEMBER_BYTES // (1024 * 1024)} MB")
+                report.rejected.append(f"{info.filename}: {problem}")
                 continue
-            folder = submitted / student / assignment
-            target = folder / f"{notebook_id}.ipynb"
+            budget -= len(data)
             relative = f"submitted/{student}/{assignment}/{notebook_id}.ipynb"
-            linked = [p for p in (submitted, submitted / student, folder, target) if p.is_symlink()]
-            if linked:
-                report.rejected.append(f"{info.filename}: {linked[0]} is a symbolic link; not writing through it")
+            try:
+                outcome = _store(root, student, assignment, notebook_id, data, force)
+            except _Refused as why:
+                report.rejected.append(f"{info.filename}: {why}")
                 continue
-            if target.exists():
-                if target.read_bytes() == data:
-                    report.unchanged.append(f"{info.filename} = {relative}")
-                    continue
-                if not force:
-                    report.rejected.append(f"{info.filename}: {relative} exists and differs (--force replaces it)")
-                    continue
-            folder.mkdir(parents=True, exist_ok=True)
-            temp = folder / f".{notebook_id}.ipynb.collect"
-            temp.write_bytes(data)
-            os.replace(temp, target)
-            report.imported.append(f"{info.filename} -> {relative}")
+            except OSError as error:
+                report.rejected.append(f"{info.filename}: cannot write {relative} ({error.strerror or error})")
+                continue
+            if outcome == "unchanged":
+                report.unchanged.append(f"{info.filename} = {relative}")
+            else:
+                report.imported.append(f"{info.filename} -> {relative}")
     return report

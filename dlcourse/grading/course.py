@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["CourseError", "find_root", "assignments", "run_nbgrader", "release"]
+__all__ = ["CourseError", "find_root", "assignments", "require_assignment", "run_nbgrader", "release"]
 
 
 class CourseError(Exception):
@@ -29,6 +29,14 @@ def assignments(root: Path) -> list[str]:
     """Assignment names: the folders of solutions/ that hold a notebook."""
     return sorted(p.name for p in (root / "solutions").iterdir()
                   if p.is_dir() and any(p.glob("*.ipynb")))
+
+
+def require_assignment(root: Path, assignment: str) -> None:
+    """Raise CourseError, naming the assignments there are, unless `assignment` is one."""
+    names = assignments(root)
+    if assignment not in names:
+        raise CourseError(f"no assignment {assignment!r} in {root / 'solutions'}; "
+                          f"there are: {', '.join(names) or 'none'}")
 
 
 def nbgrader_env() -> dict:
@@ -56,9 +64,7 @@ def release(root: Path, assignment: str | None = None) -> list[Path]:
     hidden tests stripped, checksums written) and register each assignment in the gradebook."""
     names = assignments(root)
     if assignment is not None:
-        if assignment not in names:
-            raise CourseError(f"no assignment {assignment!r} in {root / 'solutions'}; "
-                              f"there are: {', '.join(names) or 'none'}")
+        require_assignment(root, assignment)
         names = [assignment]
     written = []
     for name in names:

@@ -24,8 +24,11 @@ def _text(value) -> str:
 def export_csv(root: Path, path, db_url: str | None = None, assignment: str | None = None) -> tuple[Path, int]:
     from nbgrader.api import MissingEntry
 
+    from dlcourse.grading.course import require_assignment
     from dlcourse.grading.gradebook import absolute_db_url, course_settings, open_gradebook, outcome_rows
 
+    if assignment is not None:
+        require_assignment(root, assignment)
     course_id, default_url = course_settings(root)
     db_url = absolute_db_url(db_url, Path.cwd()) if db_url else default_url
     target = Path(path)

@@ -162,36 +162,10 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 def _clean_outputs(outputs) -> list:
-    """Keep only well-formed outputs (they come from the sandbox: untrusted)."""
-    import nbformat
+    """Keep only well-formed outputs (they come from the sandbox: untrusted); plots and tables stay."""
+    from dlcourse.grading.outputs import clean_outputs
 
-    clean = []
-    if not isinstance(outputs, list):
-        return clean
-    for out in outputs[:200]:
-        if not isinstance(out, dict):
-            continue
-        kind = out.get("output_type")
-        try:
-            if kind == "stream" and out.get("name") in ("stdout", "stderr") and isinstance(out.get("text"), str):
-                clean.append(nbformat.v4.new_output("stream", name=out["name"], text=out["text"]))
-            elif kind == "error":
-                tb = out.get("traceback") if isinstance(out.get("traceback"), list) else []
-                clean.append(nbformat.v4.new_output("error", ename=str(out.get("ename", "Error"))[:200],
-                                                    evalue=str(out.get("evalue", ""))[:2000],
-                                                    traceback=[str(line)[:2000] for line in tb[:60]]))
-            elif kind in ("display_data", "execute_result") and isinstance(out.get("data"), dict):
-                data = {str(k): v for k, v in out["data"].items() if isinstance(v, (str, list, dict))}
-                meta = out.get("metadata") if isinstance(out.get("metadata"), dict) else {}
-                new = nbformat.v4.new_output(kind, data=data, metadata=meta)
-                if kind == "execute_result":
-                    count = out.get("execution_count")
-                    new["execution_count"] = count if isinstance(count, int) else None
-                nbformat.validate(new, ref=kind)
-                clean.append(new)
-        except Exception:
-            continue
-    return clean
+    return clean_outputs(outputs)
 
 
 def _partial_credit(outputs, points: float) -> float:

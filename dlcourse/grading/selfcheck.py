@@ -90,6 +90,8 @@ def _execute(notebook, path, timeout: int, kernel_name: str) -> None:
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
 
+    from dlcourse.kernels import ipc_kernel_config
+
     with tempfile.TemporaryDirectory(prefix="dlcourse-check-") as work:
         # Run beside a copy of the assignment's other files, so relative paths still work.
         source_dir = Path(path).resolve().parent
@@ -107,7 +109,7 @@ def _execute(notebook, path, timeout: int, kernel_name: str) -> None:
         client = NotebookClient(notebook, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
                                 interrupt_on_timeout=True, resources={"metadata": {"path": work}},
                                 error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": message, "traceback": []},
-                                on_cell_executed=mark_timeout)
+                                on_cell_executed=mark_timeout, config=ipc_kernel_config(work))
         # A notebook that calls self_check() must not start itself again inside the check.
         previous = os.environ.get("DLCOURSE_SELF_CHECK")
         os.environ["DLCOURSE_SELF_CHECK"] = "1"
