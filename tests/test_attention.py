@@ -363,8 +363,6 @@ def test_multihead_attention_matches_torch_on_generated_shapes(batch, length, so
     ({"embed_dim": 0, "num_heads": 1}, r"must be greater than 0"),
     ({"embed_dim": 8, "num_heads": 2, "kdim": 5}, r"kdim/vdim different from embed_dim=8 are not supported"),
     ({"embed_dim": 8, "num_heads": 2, "vdim": 3}, r"kdim/vdim different from embed_dim=8 are not supported"),
-    ({"embed_dim": 8, "num_heads": 2, "add_bias_kv": True}, r"add_bias_kv=True and add_zero_attn=True are not"),
-    ({"embed_dim": 8, "num_heads": 2, "add_zero_attn": True}, r"add_bias_kv=True and add_zero_attn=True are not"),
 ])
 def test_multihead_attention_rejects_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -361,7 +361,7 @@ def test_embedding_rejects_bad_indices_with_a_clear_message(indices, error, mess
 
 
 def test_embedding_rejects_unsupported_options_and_bad_padding_idx():
-    for kwargs in (dict(max_norm=1.0), dict(scale_grad_by_freq=True), dict(sparse=True)):
+    for kwargs in (dict(max_norm=1.0), dict(scale_grad_by_freq=True)):
         with pytest.raises(ValueError, match=f"{next(iter(kwargs))}=.* is not supported"):
             nn.Embedding(5, 2, **kwargs)
     with pytest.raises(ValueError, match="padding_idx must be within num_embeddings"):

@@ -103,7 +103,9 @@ class CrossEntropyLoss(_TorchLoss):
         per_element = -(coefficients * log_p).sum(axis=class_dim)
         self._cache = (np.exp(log_p), coefficients, denominator, class_dim)
         if self.reduction == "mean":
-            return float(per_element.sum()) / denominator if denominator > 0 else float("nan")
+            # torch divides by Σ w_{y_n} whatever its sign (weights may be negative); 0/0 is nan.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return float(np.float64(per_element.sum()) / denominator)
         return self._reduce(per_element)
 
     def _probability_coefficients(self, target, x, classes, weight):
@@ -146,7 +148,7 @@ class CrossEntropyLoss(_TorchLoss):
         if self.reduction == "mean":
             # Every target ignored: torch's value is 0/0 = nan, but its gradient is zero.
             scale = 1.0 if grad_output is None else float(np.asarray(grad_output))
-            scale = scale / denominator if denominator > 0 else 0.0
+            scale = scale / denominator if denominator != 0 else 0.0
             grad = np.full(per_element_shape, scale, probabilities.dtype)
         else:
             grad = self._reduction_grad(per_element_shape, probabilities.dtype, grad_output)

@@ -90,9 +90,11 @@ class _BatchNorm(Module):
         per_channel = (1, -1) + (1,) * (x.ndim - 2)
         # torch falls back to batch statistics in eval mode when it keeps no running ones.
         use_batch_stats = self.training or self.running_mean is None
+        if x.size == 0:
+            return self._empty_batch(x, per_channel)
         if use_batch_stats:
             count = x.size // self.num_features
-            if count < 2:
+            if count == 1:
                 raise ValueError(
                     f"{type(self).__name__} expects more than 1 value per channel when training "
                     f"(batch statistics), got input of shape {tuple(x.shape)}")
@@ -114,6 +116,15 @@ class _BatchNorm(Module):
         if self.bias is not None:
             y = y + self.bias.astype(x.dtype, copy=False).reshape(per_channel)
         return y
+
+    def _empty_batch(self, x, per_channel):
+        """An empty batch (N = 0) as torch treats it: an empty output, running statistics
+        unchanged (torch still counts the batch in num_batches_tracked), no gradient."""
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+        inv_std = np.ones(per_channel, x.dtype)
+        self._cache = (np.zeros_like(x), inv_std, False)
+        return np.zeros_like(x)
 
     def _update_running_stats(self, batch_mean, batch_var_unbiased):
         self.num_batches_tracked += 1
