@@ -26,18 +26,15 @@ from torch.testing._internal.common_optimizers import optim_db
 
 from dlcourse import nn, optim
 
-pytestmark = pytest.mark.xdist_group("torch_module_db")
-
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
-# Configurations outside dlcourse's contract, each as its class docstring states it.
+# Configurations outside dlcourse's contract, each as a docstring states it: Module's (real
+# float32/float64 arrays on the CPU) and RNNBase's (no packed sequences). At present none of
+# torch's configurations for the shared classes falls under them.
 OUTSIDE_CONTRACT = {
     "complex dtypes": lambda case: any(torch.is_tensor(t) and t.is_complex() for t in case.all_tensors()),
     "packed sequences": lambda case: any(isinstance(a, torch.nn.utils.rnn.PackedSequence)
                                          for a in case.forward_args),
-    # Upsample(antialias=...) and recompute_scale_factor are F.interpolate options nn.Upsample lacks.
-    "F.interpolate options nn.Upsample does not have": lambda case: bool(
-        {"antialias"} & set(case.constructor_kwargs)),
 }
 
 
@@ -86,6 +83,7 @@ def _module_db_cases():
         for dtype_name, dtype in DTYPES.items():
             modes = (True, False) if info.train_and_eval_differ else (True,)
             for training in modes:
+                torch.manual_seed(0)  # the samples are random tensors: the same ones every run
                 samples = info.module_inputs_func(info, device="cpu", dtype=dtype, requires_grad=True,
                                                   training=training)
                 for index, sample in enumerate(samples):
@@ -358,5 +356,5 @@ def test_optimizer_matches_torch(name, kwargs, dtype_name):
 
 def test_outside_contract_list_stays_short():
     """The exclusions stay few: each names a limit a class docstring states."""
-    assert len(OUTSIDE_CONTRACT) <= 3
+    assert len(OUTSIDE_CONTRACT) <= 2
     assert len(EXCLUDED) <= 0.1 * (len(MODULE_CASES) + len(EXCLUDED)), EXCLUDED

@@ -91,7 +91,7 @@ class _BatchNorm(Module):
         # torch falls back to batch statistics in eval mode when it keeps no running ones.
         use_batch_stats = self.training or self.running_mean is None
         if x.size == 0:
-            return self._empty_batch(x, per_channel)
+            return self._empty_batch(x)
         if use_batch_stats:
             count = x.size // self.num_features
             if count == 1:
@@ -117,12 +117,12 @@ class _BatchNorm(Module):
             y = y + self.bias.astype(x.dtype, copy=False).reshape(per_channel)
         return y
 
-    def _empty_batch(self, x, per_channel):
+    def _empty_batch(self, x):
         """An empty batch (N = 0) as torch treats it: an empty output, running statistics
         unchanged (torch still counts the batch in num_batches_tracked), no gradient."""
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
-        inv_std = np.ones(per_channel, x.dtype)
+        inv_std = np.ones((1, self.num_features) + (1,) * (x.ndim - 2), x.dtype)
         self._cache = (np.zeros_like(x), inv_std, False)
         return np.zeros_like(x)
 

@@ -213,6 +213,8 @@ class RNNBase(Module):
         weight_ih_l{k}: (G·H, input_size for k = 0 else D·R), weight_hh_l{k}: (G·H, R),
         bias_ih_l{k}, bias_hh_l{k}: (G·H,), and weight_hr_l{k}: (R, H) when projecting
     all initialised U(−1/√H, 1/√H) as torch does.
+
+    Inputs are padded arrays: torch's PackedSequence inputs are not supported.
     """
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
