@@ -151,6 +151,24 @@ def run_mha(mha, torch_mha, query, key, value, dtype, device, self_attention=Fal
     return output, weights
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("add_bias_kv,add_zero_attn", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_multihead_attention_extra_keys_match_torch_batched_with_masks(add_bias_kv, add_zero_attn, with_masks,
+                                                                      dtype, rng):
+    mha, torch_mha = make_mha(8, 2, dtype, "cpu", add_bias_kv=add_bias_kv, add_zero_attn=add_zero_attn,
+                              batch_first=True)
+    assert set(mha.state_dict()) == set(torch_mha.state_dict())
+    query, key = rng.standard_normal((3, 4, 8)), rng.standard_normal((3, 5, 8))
+    masks = {}
+    if with_masks:
+        masks = {"attn_mask": rng.random((4, 5)) < 0.3,
+                 "key_padding_mask": np.array([[False] * 5, [False] * 3 + [True] * 2, [True] + [False] * 4])}
+    _, weights = run_mha(mha, torch_mha, query, key, key, dtype, "cpu", **masks)
+    # One more column per extra key: torch's attention weights include them.
+    assert weights.shape == (3, 4, 5 + add_bias_kv + add_zero_attn)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_first", [False, True])
