@@ -17,23 +17,6 @@ import torch
 from threadpoolctl import threadpool_limits
 
 
-def median_time(fn, repeats: int, min_time: float = 0.05) -> float:
-    """Median seconds per call; each sample loops until it has run at least `min_time`."""
-    fn()
-    calls = 1
-    start = time.perf_counter()
-    fn()
-    once = time.perf_counter() - start
-    calls = max(1, int(min_time / max(once, 1e-9)))
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - start) / calls)
-    return statistics.median(samples)
-
-
 def paired_median_times(ours, theirs, repeats: int, min_time: float = 0.05) -> tuple[float, float]:
     """Median seconds per call of both, their samples interleaved (ours, torch, ours, …) so
     that a busy phase of a shared machine slows both sides alike."""

@@ -6,7 +6,8 @@ A convolution is a matrix product once every receptive field is laid out as a co
     y[n, o, oh, ow] = b[o] + Σ_(c,i,j) W[o, c, i, j] · cols[(c, i, j), (n, oh, ow)].
 
 Backward is the same product read the other way: dW = dY · colsᵀ, dcols = Wᵀ · dY, and dx
-sums each column of dcols back into the receptive field it came from ("col2im").
+sums each column of dcols back into the receptive field it came from ("col2im"), one kernel
+offset at a time.
 
 `window_view` and `add_windows` (the two directions of that reshuffle) are shared with the
 pooling layers.
@@ -207,11 +208,30 @@ class Conv2d(Module):
         self.grads["weight"] += (grad_y @ cols.transpose(0, 2, 1)).reshape(self.weight.shape)
         if self.bias is not None:
             self.grads["bias"] += grad_output.sum(axis=(0, 2, 3))
-        weight = self.weight.astype(cols.dtype, copy=False).reshape(groups, out_channels // groups, -1)
-        grad_cols = (weight.transpose(0, 2, 1) @ grad_y).reshape(c, *self.kernel_size, n, *out_size)
-        grad_padded = add_windows(grad_cols.transpose(0, 3, 1, 2, 4, 5), self.stride, self.dilation, padded_shape)
+        grad_padded = self._grad_padded(grad_y, padded_shape, out_size, cols.dtype)
         grad_input = np.ascontiguousarray(self._pad_backward(grad_padded, (h, w)).transpose(1, 0, 2, 3))
         return grad_input[0] if unbatched else grad_input
+
+    def _grad_padded(self, grad_y, padded_shape, out_size, dtype):
+        """d x_pad (C, N, Hp, Wp): dcols = Wᵀ · dY summed back into the receptive fields.
+
+        Chosen for speed: one kernel offset (i, j) at a time, W[:, :, i, j]ᵀ · dY lands on the
+        strided slice that offset read, so the kh·kw-times-larger dcols is never stored.
+        """
+        groups, (kh, kw), (sh, sw), (dh, dw) = self.groups, self.kernel_size, self.stride, self.dilation
+        c, n = padded_shape[:2]
+        out_h, out_w = out_size
+        # (kh, kw, groups, C_in/g, C_out/g), contiguous so that each product goes to BLAS.
+        weight_t = np.ascontiguousarray(self.weight.astype(dtype, copy=False).reshape(
+            groups, self.out_channels // groups, c // groups, kh, kw).transpose(3, 4, 0, 2, 1))
+        grad = np.zeros(padded_shape, dtype=dtype)
+        for i in range(kh):
+            for j in range(kw):
+                # (groups, C_in/g, C_out/g) @ (groups, C_out/g, N·Ho·Wo) → (C, N, Ho, Wo)
+                grad_offset = (weight_t[i, j] @ grad_y).reshape(c, n, out_h, out_w)
+                grad[:, :, i * dh: i * dh + sh * (out_h - 1) + 1: sh,
+                     j * dw: j * dw + sw * (out_w - 1) + 1: sw] += grad_offset
+        return grad
 
     def _pad(self, x):
         """x (C, N, H, W) → (C, N, H + top + bottom, W + left + right), filled by padding_mode."""
