@@ -1,7 +1,8 @@
 """Shared timing helpers: dlcourse and torch measured in the same process, same threads.
 
-Each case is timed as the median of `repeats` runs (after a warm-up); the table prints the
-ratio dlcourse / torch, so machine noise that hits both sides cancels out.
+Each case is timed as the median of `repeats` runs (after a warm-up), dlcourse's and torch's
+runs interleaved; the table prints the ratio dlcourse / torch, so machine noise that hits
+both sides cancels out.
 """
 from __future__ import annotations
 
@@ -16,21 +17,23 @@ import torch
 from threadpoolctl import threadpool_limits
 
 
-def median_time(fn, repeats: int, min_time: float = 0.05) -> float:
-    """Median seconds per call; each sample loops until it has run at least `min_time`."""
-    fn()
-    calls = 1
-    start = time.perf_counter()
-    fn()
-    once = time.perf_counter() - start
-    calls = max(1, int(min_time / max(once, 1e-9)))
-    samples = []
-    for _ in range(repeats):
+def paired_median_times(ours, theirs, repeats: int, min_time: float = 0.05) -> tuple[float, float]:
+    """Median seconds per call of both, their samples interleaved (ours, torch, ours, …) so
+    that a busy phase of a shared machine slows both sides alike."""
+    calls = []
+    for fn in (ours, theirs):
+        fn()
         start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - start) / calls)
-    return statistics.median(samples)
+        fn()
+        calls.append(max(1, int(min_time / max(time.perf_counter() - start, 1e-9))))
+    samples = ([], [])
+    for _ in range(repeats):
+        for fn, count, store in zip((ours, theirs), calls, samples):
+            start = time.perf_counter()
+            for _ in range(count):
+                fn()
+            store.append((time.perf_counter() - start) / count)
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def parse_args(description: str):
@@ -55,9 +58,7 @@ def run_cases(cases, args, title: str):
         for name, goal, ours, theirs in cases:
             if args.only and args.only not in name:
                 continue
-            # alternate the two sides so a slow phase of the machine hits both
-            t_ours = median_time(ours, args.repeats)
-            t_torch = median_time(theirs, args.repeats)
+            t_ours, t_torch = paired_median_times(ours, theirs, args.repeats)
             ratio = t_ours / t_torch
             flag = "" if ratio <= goal else " ⚠"
             print(f"| {name} | {t_ours * 1e3:.3f} | {t_torch * 1e3:.3f} | {ratio:.2f}{flag} | ≤ {goal} |", flush=True)

@@ -72,6 +72,7 @@ def pytest_terminal_summary(terminalreporter, config):
         times = "once" if len(builds) == 1 else f"{len(builds)} times"
         where = ", ".join(f"{worker} {seconds} s" for worker, seconds in builds)
         terminalreporter.write_line(f"the book was built {times} ({where})")
+    _module_db_summary(terminalreporter)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -106,3 +107,32 @@ def pytest_collection_modifyitems(config, items):
         suffix = "@" + "_".join(groups)
         if groups and not item.nodeid.endswith(suffix):
             item._id = NodeId.parse(item.nodeid + suffix)
+
+
+def _module_db_summary(terminalreporter):
+    """Cases per class of PyTorch's own configurations (tests/test_torch_module_db.py).
+
+    Read from the test reports, so it also works under pytest-xdist; a class is the first
+    part of each case's id ("Conv2d-module_db3-float64").
+    """
+    from collections import Counter
+
+    outcomes = {}
+    for outcome in ("passed", "failed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if "test_torch_module_db.py::" not in nodeid or "[" not in nodeid:
+                continue
+            kind = "optimizer" if "test_optimizer" in nodeid else "module"
+            name = nodeid.split("[", 1)[1].split("-", 1)[0]
+            outcomes.setdefault((kind, name), Counter())[outcome] += 1
+    if not outcomes:
+        return
+    terminalreporter.section("PyTorch's own configurations (module_db, common_nn, optim_db): cases per class")
+    for (kind, name), counts in sorted(outcomes.items()):
+        failed = counts["failed"] + counts["error"]
+        terminalreporter.write_line(f"{kind:9} {name:24} {sum(counts.values()):4} cases"
+                                    + (f", {failed} FAILED" if failed else ""))
+    total = sum(sum(c.values()) for c in outcomes.values())
+    failed = sum(c["failed"] + c["error"] for c in outcomes.values())
+    terminalreporter.write_line(f"{total} cases, {failed} failed")

@@ -151,6 +151,24 @@ def run_mha(mha, torch_mha, query, key, value, dtype, device, self_attention=Fal
     return output, weights
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("add_bias_kv,add_zero_attn", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_multihead_attention_extra_keys_match_torch_batched_with_masks(add_bias_kv, add_zero_attn, with_masks,
+                                                                      dtype, rng):
+    mha, torch_mha = make_mha(8, 2, dtype, "cpu", add_bias_kv=add_bias_kv, add_zero_attn=add_zero_attn,
+                              batch_first=True)
+    assert set(mha.state_dict()) == set(torch_mha.state_dict())
+    query, key = rng.standard_normal((3, 4, 8)), rng.standard_normal((3, 5, 8))
+    masks = {}
+    if with_masks:
+        masks = {"attn_mask": rng.random((4, 5)) < 0.3,
+                 "key_padding_mask": np.array([[False] * 5, [False] * 3 + [True] * 2, [True] + [False] * 4])}
+    _, weights = run_mha(mha, torch_mha, query, key, key, dtype, "cpu", **masks)
+    # One more column per extra key: torch's attention weights include them.
+    assert weights.shape == (3, 4, 5 + add_bias_kv + add_zero_attn)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_first", [False, True])
@@ -363,8 +381,6 @@ def test_multihead_attention_matches_torch_on_generated_shapes(batch, length, so
     ({"embed_dim": 0, "num_heads": 1}, r"must be greater than 0"),
     ({"embed_dim": 8, "num_heads": 2, "kdim": 5}, r"kdim/vdim different from embed_dim=8 are not supported"),
     ({"embed_dim": 8, "num_heads": 2, "vdim": 3}, r"kdim/vdim different from embed_dim=8 are not supported"),
-    ({"embed_dim": 8, "num_heads": 2, "add_bias_kv": True}, r"add_bias_kv=True and add_zero_attn=True are not"),
-    ({"embed_dim": 8, "num_heads": 2, "add_zero_attn": True}, r"add_bias_kv=True and add_zero_attn=True are not"),
 ])
 def test_multihead_attention_rejects_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

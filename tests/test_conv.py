@@ -53,6 +53,15 @@ CONV_CASES = {
     "groups_2": (dict(in_channels=4, out_channels=6, kernel_size=3, groups=2, padding=1), (2, 4, 6, 5)),
     "depthwise": (dict(in_channels=3, out_channels=6, kernel_size=(3, 2), groups=3, stride=(1, 2)), (2, 3, 7, 8)),
     "kernel_equals_input": (dict(in_channels=2, out_channels=3, kernel_size=(4, 5)), (3, 2, 4, 5)),
+    "empty_batch": (dict(in_channels=3, out_channels=4, kernel_size=3, padding=1), (0, 3, 7, 5)),
+    "reflect": (dict(in_channels=2, out_channels=3, kernel_size=3, padding=(2, 1), padding_mode="reflect"),
+                (2, 2, 5, 4)),
+    "replicate_stride_dilation": (dict(in_channels=2, out_channels=3, kernel_size=(3, 2), stride=2, dilation=(1, 2),
+                                       padding=(3, 2), padding_mode="replicate"), (2, 2, 6, 5)),
+    "circular_groups": (dict(in_channels=4, out_channels=2, kernel_size=3, groups=2, padding=(1, 3),
+                             padding_mode="circular"), (2, 4, 4, 3)),
+    "reflect_same_unbatched": (dict(in_channels=3, out_channels=2, kernel_size=(2, 4), padding="same",
+                                    padding_mode="reflect"), (3, 5, 6)),
 }
 
 
@@ -196,7 +205,6 @@ def test_conv2d_backward_errors_are_clear(rng):
     (dict(padding="same", stride=2), "padding='same' is not supported for strided convolutions"),
     (dict(groups=2), "in_channels must be divisible by groups"),
     (dict(groups=0), "groups must be a positive integer"),
-    (dict(padding_mode="reflect"), "dlcourse Conv2d supports padding_mode='zeros' only, got 'reflect'"),
     (dict(padding_mode="mirror"), "padding_mode must be one of"),
     (dict(kernel_size=(3, 3, 3)), r"kernel_size must be an int or a pair of ints, got \(3, 3, 3\)"),
     (dict(stride=0), r"kernel_size, stride and dilation must be positive"),
@@ -254,3 +262,9 @@ def test_flatten_and_unflatten_errors_are_clear():
     flatten(np.ones((2, 3, 4)))
     with pytest.raises(ValueError, match=r"Flatten.backward expects grad_output of shape \(2, 12\), got \(2, 3, 4\)"):
         flatten.backward(np.ones((2, 3, 4)))
+
+
+@pytest.mark.parametrize("mode,padding,shape", [("reflect", 3, (1, 1, 3, 8)), ("circular", (1, 4), (1, 1, 5, 3))])
+def test_conv2d_padding_mode_too_wide_for_the_input_is_a_clear_error(mode, padding, shape):
+    with pytest.raises(ValueError, match=f"padding_mode='{mode}' needs padding at most"):
+        nn.Conv2d(1, 1, 2, padding=padding, padding_mode=mode)(np.zeros(shape))

@@ -150,3 +150,17 @@ def test_dropout_rejects_bad_input_and_misordered_backward():
     dropout(np.ones((2, 3)))
     with pytest.raises(ValueError, match=r"Dropout.backward expects grad_output of shape \(2, 3\), got \(3, 2\)"):
         dropout.backward(np.ones((3, 2)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p,training", [(0.5, False), (1.0, False), (0.0, True), (1.0, True)])
+def test_dropout_matches_torch_where_no_randomness_is_left(p, training, dtype, rng):
+    """In eval mode, and with p = 0 or p = 1 in training, the output is deterministic."""
+    x = rng.standard_normal((3, 4, 5)).astype(dtype)
+    ours, theirs = nn.Dropout(p).train(training), torch.nn.Dropout(p).train(training)
+    xt = to_torch(x, "cpu", requires_grad=True)
+    yt = theirs(xt)
+    assert_close(ours(x), yt, dtype, "Dropout forward")
+    grad_output = rng.standard_normal(x.shape).astype(dtype)
+    yt.backward(to_torch(grad_output, "cpu"))
+    assert_close(ours.backward(grad_output), xt.grad, dtype, "Dropout dinput")

@@ -222,6 +222,23 @@ def test_lstm_backward_rejects_a_cell_state_gradient_of_the_wrong_shape():
         lstm.backward(output, None, np.zeros((2, 4)))
 
 
-def test_lstm_rejects_projections_as_unsupported():
-    with pytest.raises(ValueError, match="proj_size > 0 is not supported"):
-        nn.LSTM(3, 4, proj_size=2)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kwargs,x_shape,with_state", [
+    (dict(input_size=3, hidden_size=5, proj_size=2), (4, 2, 3), True),
+    (dict(input_size=3, hidden_size=4, proj_size=3, num_layers=2, bidirectional=True, batch_first=True),
+     (3, 5, 3), True),
+    (dict(input_size=2, hidden_size=4, proj_size=1, bias=False, num_layers=2), (6, 2), False),
+])
+def test_lstm_with_projection_matches_torch(kwargs, x_shape, with_state, dtype):
+    check_sequence_layer("LSTM", kwargs, x_shape, with_state, dtype, "cpu")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(proj_size=4), "proj_size must be a non-negative integer smaller than hidden_size=4"),
+    (dict(proj_size=-1), "proj_size must be a non-negative integer"),
+])
+def test_lstm_rejects_a_projection_not_smaller_than_the_hidden_size(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        nn.LSTM(3, 4, **kwargs)
+    with pytest.raises(ValueError, match="proj_size is only supported by LSTM"):
+        nn.RNNBase("GRU", 3, 4, proj_size=2)

@@ -51,10 +51,12 @@ def check_sequence_layer(kind, kwargs, x_shape, with_state, dtype, device, seed=
     names = ("h", "c") if kind == "LSTM" else ("h",)
     layers = kwargs.get("num_layers", 1) * (2 if kwargs.get("bidirectional") else 1)
     batch = x_shape[0] if kwargs.get("batch_first") else x_shape[1]
-    state_shape = (layers, batch, kwargs["hidden_size"]) if len(x_shape) == 3 else (layers, kwargs["hidden_size"])
+    # With proj_size an LSTM's h has proj_size entries; c keeps hidden_size.
+    sizes = {"h": kwargs.get("proj_size") or kwargs["hidden_size"], "c": kwargs["hidden_size"]}
+    state_shapes = [(layers, batch, sizes[n]) if len(x_shape) == 3 else (layers, sizes[n]) for n in names]
 
     x = rng.standard_normal(x_shape).astype(dtype)
-    states = [rng.standard_normal(state_shape).astype(dtype) for _ in names] if with_state else []
+    states = [rng.standard_normal(shape).astype(dtype) for shape in state_shapes] if with_state else []
     x_t = to_torch(x, device, requires_grad=True)
     states_t = [to_torch(s, device, requires_grad=True) for s in states]
     pack = (lambda s: tuple(s) if kind == "LSTM" else s[0]) if with_state else (lambda s: None)
@@ -361,7 +363,7 @@ def test_embedding_rejects_bad_indices_with_a_clear_message(indices, error, mess
 
 
 def test_embedding_rejects_unsupported_options_and_bad_padding_idx():
-    for kwargs in (dict(max_norm=1.0), dict(scale_grad_by_freq=True), dict(sparse=True)):
+    for kwargs in (dict(max_norm=1.0), dict(scale_grad_by_freq=True)):
         with pytest.raises(ValueError, match=f"{next(iter(kwargs))}=.* is not supported"):
             nn.Embedding(5, 2, **kwargs)
     with pytest.raises(ValueError, match="padding_idx must be within num_embeddings"):

@@ -140,8 +140,14 @@ class MultiheadAttention(Module):
         num_heads: number of heads h (each of dimension E/h).
         dropout: dropout probability on the attention weights (training mode only).
         bias: whether the in- and out-projections have biases.
-        add_bias_kv, add_zero_attn, kdim, vdim: torch's options for keys and values from
-            another space; not supported here (a ValueError says so).
+        add_bias_kv: learn one extra key and value, `bias_k` and `bias_v` (1, 1, E), appended
+            after the projection to every sequence's keys and values (S → S + 1).
+        add_zero_attn: append one more key and value that are zero in every head (S → S + 1,
+            after bias_k/bias_v): a slot that scores 0 and contributes nothing, so a query may
+            attend "nowhere". Both extend the masks with columns that block nothing, and the
+            attention weights have the extra columns, as torch's.
+        kdim, vdim: keys and values from another space; not supported here (a ValueError
+            says so).
         batch_first: inputs and outputs are (N, L, E) instead of (L, N, E).
 
     forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
@@ -178,8 +184,6 @@ class MultiheadAttention(Module):
         if (kdim is not None and kdim != embed_dim) or (vdim is not None and vdim != embed_dim):
             raise ValueError(f"MultiheadAttention: kdim/vdim different from embed_dim={embed_dim} "
                              f"are not supported, got kdim={kdim}, vdim={vdim}")
-        if add_bias_kv or add_zero_attn:
-            raise ValueError("MultiheadAttention: add_bias_kv=True and add_zero_attn=True are not supported")
         self.embed_dim = int(embed_dim)
         self.kdim = self.vdim = self.embed_dim
         self.num_heads = int(num_heads)
@@ -190,6 +194,8 @@ class MultiheadAttention(Module):
         dtype = np.dtype(dtype) if dtype is not None else default_dtype()
         self.register_parameter("in_proj_weight", np.empty((3 * self.embed_dim, self.embed_dim), dtype))
         self.register_parameter("in_proj_bias", np.empty(3 * self.embed_dim, dtype) if bias else None)
+        for name in ("bias_k", "bias_v"):
+            self.register_parameter(name, np.empty((1, 1, self.embed_dim), dtype) if add_bias_kv else None)
         self.out_proj = Linear(self.embed_dim, self.embed_dim, bias=bias, dtype=dtype)
         # Kept out of the module tree so that named_modules() and repr() are torch's;
         # forward() hands it the training flag.
@@ -202,6 +208,9 @@ class MultiheadAttention(Module):
         if self.in_proj_bias is not None:
             init.zeros_(self.in_proj_bias)
             init.zeros_(self.out_proj.bias)
+        if self.bias_k is not None:
+            init.xavier_normal_(self.bias_k)
+            init.xavier_normal_(self.bias_v)
 
     # ------------------------------------------------------------------ boundary checks
     def _check_inputs(self, query, key, value):
@@ -285,7 +294,11 @@ class MultiheadAttention(Module):
         # torch reads `training` and `dropout` on every call; so does the attention core.
         self.attention.train(self.training)
         self.attention.dropout.p = self.dropout
-        heads, weights = self.attention(project(query, 0), project(key, 1), project(value, 2), mask)
+        keys, values = self._extra_keys_values(project(key, 1), project(value, 2))
+        if mask is not None and keys.shape[2] > S:
+            # The appended keys are never masked.
+            mask = np.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, keys.shape[2] - S)])
+        heads, weights = self.attention(project(query, 0), keys, values, mask)
         concat = heads.transpose(0, 2, 1, 3).reshape(N, L, E)
         output = self.out_proj(concat)
         self._cache = (query, key, value, batched)
@@ -297,6 +310,33 @@ class MultiheadAttention(Module):
         if not need_weights:
             return output, None
         return output, (weights.mean(axis=-3) if average_attn_weights else weights)
+
+    def _extra_keys_values(self, keys, values):
+        """Append bias_k/bias_v and then the zero key/value along the source axis.
+
+        keys, values: (N, H, S, D) → (N, H, S + add_bias_kv + add_zero_attn, D)
+        """
+        N, H, _, D = keys.shape
+        extra_keys, extra_values = [keys], [values]
+        if self.bias_k is not None:
+            for extra, bias in ((extra_keys, self.bias_k), (extra_values, self.bias_v)):
+                # (1, 1, E) → (N, H, 1, D): one more position, split into heads like the rest.
+                head_bias = bias.astype(keys.dtype, copy=False).reshape(1, H, 1, D)
+                extra.append(np.broadcast_to(head_bias, (N, H, 1, D)))
+        if self.add_zero_attn:
+            extra_keys.append(np.zeros((N, H, 1, D), keys.dtype))
+            extra_values.append(np.zeros((N, H, 1, D), keys.dtype))
+        if len(extra_keys) == 1:
+            return keys, values
+        return np.concatenate(extra_keys, axis=2), np.concatenate(extra_values, axis=2)
+
+    def _extra_keys_values_backward(self, grad_keys, grad_values, source_length):
+        """Add the gradients of bias_k/bias_v; return those of the projected keys and values."""
+        if self.bias_k is not None:
+            for name, grad in (("bias_k", grad_keys), ("bias_v", grad_values)):
+                # bias_k was broadcast over the batch: its gradient sums over it.
+                self.grads[name] += grad[:, :, source_length].sum(axis=0).reshape(1, 1, -1)
+        return grad_keys[:, :, :source_length], grad_values[:, :, :source_length]
 
     def backward(self, grad_output):
         query, key, value, batched = self._saved(self._cache)
@@ -313,7 +353,8 @@ class MultiheadAttention(Module):
         H, D = self.num_heads, self.head_dim
         grad_concat = self.out_proj.backward(grad_output)
         grad_heads = grad_concat.reshape(N, L, H, D).transpose(0, 2, 1, 3)
-        grad_projected = self.attention.backward(grad_heads)
+        grad_query, grad_keys, grad_values = self.attention.backward(grad_heads)
+        grad_projected = (grad_query, *self._extra_keys_values_backward(grad_keys, grad_values, key.shape[1]))
 
         weight = self.in_proj_weight.astype(query.dtype, copy=False)
         grad_inputs = []

@@ -69,3 +69,18 @@ class ModuleList(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+    def __repr__(self):
+        # torch folds runs of identical sub-modules into one line: "(0-1): 2 x Linear(...)".
+        blocks = []  # [first index, last index, repr]
+        for index, module in enumerate(self):
+            text = repr(module)
+            if blocks and blocks[-1][2] == text:
+                blocks[-1][1] = index
+            else:
+                blocks.append([index, index, text])
+        if not blocks:
+            return "ModuleList()"
+        lines = [f"({first}): {text}" if first == last else f"({first}-{last}): {last - first + 1} x {text}"
+                 for first, last, text in blocks]
+        return "ModuleList(\n  " + "\n  ".join(line.replace("\n", "\n  ") for line in lines) + "\n)"

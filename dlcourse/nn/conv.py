@@ -6,7 +6,8 @@ A convolution is a matrix product once every receptive field is laid out as a co
     y[n, o, oh, ow] = b[o] + Σ_(c,i,j) W[o, c, i, j] · cols[(c, i, j), (n, oh, ow)].
 
 Backward is the same product read the other way: dW = dY · colsᵀ, dcols = Wᵀ · dY, and dx
-sums each column of dcols back into the receptive field it came from ("col2im").
+sums each column of dcols back into the receptive field it came from ("col2im"), one kernel
+offset at a time.
 
 `window_view` and `add_windows` (the two directions of that reshuffle) are shared with the
 pooling layers.
@@ -90,7 +91,9 @@ class Conv2d(Module):
 
     padding is an int, a pair, 'valid' (none) or 'same' (output size = input size; stride 1
     only; for an even effective kernel the extra row/column goes at the bottom/right, as in
-    torch). groups splits the channels into independent convolutions (groups = C_in is a
+    torch). padding_mode says what the padding holds: 'zeros'; 'reflect' (the input mirrored
+    about its edge row/column, which is not repeated); 'replicate' (the edge repeated);
+    'circular' (the input wrapped around, as on a torus). groups splits the channels into independent convolutions (groups = C_in is a
     depthwise convolution). Initialised as torch does: W by kaiming_uniform_(a=√5),
     b ~ U(−1/√fan_in, 1/√fan_in) with fan_in = C_in / groups · kh · kw.
     """
@@ -108,8 +111,6 @@ class Conv2d(Module):
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {set(PADDING_MODES)}, "
                              f"but got padding_mode={padding_mode!r}")
-        if padding_mode != "zeros":
-            raise ValueError(f"dlcourse Conv2d supports padding_mode='zeros' only, got {padding_mode!r}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d")
         self.stride = pair(stride, "stride", "Conv2d")
@@ -153,6 +154,11 @@ class Conv2d(Module):
             layout = {4: f"(N, {c}, H, W)", 3: f"({c}, H, W)"}.get(x.ndim, f"(N, {c}, H, W) or ({c}, H, W)")
             raise ValueError(f"Conv2d expects input of shape {layout}, got shape {tuple(x.shape)}")
         (top, bottom), (left, right) = self._pads
+        largest_pad = max(top, bottom, left, right)
+        limit = {"reflect": min(x.shape[-2:]) - 1, "circular": min(x.shape[-2:])}.get(self.padding_mode)
+        if limit is not None and largest_pad > limit:
+            raise ValueError(f"Conv2d: padding_mode={self.padding_mode!r} needs padding at most {limit} "
+                             f"for input of shape {tuple(x.shape)}, got {largest_pad}")
         padded = (x.shape[-2] + top + bottom, x.shape[-1] + left + right)
         reach = tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size))
         if padded[0] < reach[0] or padded[1] < reach[1]:
@@ -171,13 +177,12 @@ class Conv2d(Module):
                          in zip((h, w), self.kernel_size, self.stride, self.dilation, self._pads))
         # Channels lead and the batch follows, so that the columns (n, oh, ow) of all images
         # form one matrix: a single large matrix product instead of one per image.
-        padded = np.zeros((c, n, h + top + bottom, w + left + right), dtype=x.dtype)
-        padded[:, :, top:top + h, left:left + w] = x.transpose(1, 0, 2, 3)
+        padded = self._pad(x.transpose(1, 0, 2, 3))
         windows = window_view(padded, self.kernel_size, self.stride, self.dilation, out_size)
         # (C, N, kh, kw, Ho, Wo) → rows (c, i, j), split by group; columns (n, oh, ow).
         cols = self._cols_array((c, *self.kernel_size, n, *out_size), x.dtype)
         np.copyto(cols, windows.transpose(0, 2, 3, 1, 4, 5))
-        cols = cols.reshape(self.groups, -1, n * out_size[0] * out_size[1])
+        cols = cols.reshape(self.groups, c // self.groups * math.prod(self.kernel_size), n * math.prod(out_size))
         weight = self.weight.astype(x.dtype, copy=False).reshape(self.groups, self.out_channels // self.groups, -1)
         y = (weight @ cols).reshape(self.out_channels, n, *out_size).transpose(1, 0, 2, 3)
         y = np.ascontiguousarray(y)
@@ -203,12 +208,61 @@ class Conv2d(Module):
         self.grads["weight"] += (grad_y @ cols.transpose(0, 2, 1)).reshape(self.weight.shape)
         if self.bias is not None:
             self.grads["bias"] += grad_output.sum(axis=(0, 2, 3))
-        weight = self.weight.astype(cols.dtype, copy=False).reshape(groups, out_channels // groups, -1)
-        grad_cols = (weight.transpose(0, 2, 1) @ grad_y).reshape(c, *self.kernel_size, n, *out_size)
-        grad_padded = add_windows(grad_cols.transpose(0, 3, 1, 2, 4, 5), self.stride, self.dilation, padded_shape)
-        (top, _), (left, _) = self._pads
-        grad_input = np.ascontiguousarray(grad_padded[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3))
+        grad_padded = self._grad_padded(grad_y, padded_shape, out_size, cols.dtype)
+        grad_input = np.ascontiguousarray(self._pad_backward(grad_padded, (h, w)).transpose(1, 0, 2, 3))
         return grad_input[0] if unbatched else grad_input
+
+    def _grad_padded(self, grad_y, padded_shape, out_size, dtype):
+        """d x_pad (C, N, Hp, Wp): dcols = Wᵀ · dY summed back into the receptive fields.
+
+        Chosen for speed: one kernel offset (i, j) at a time, W[:, :, i, j]ᵀ · dY lands on the
+        strided slice that offset read, so the kh·kw-times-larger dcols is never stored.
+        """
+        groups, (kh, kw), (sh, sw), (dh, dw) = self.groups, self.kernel_size, self.stride, self.dilation
+        c, n = padded_shape[:2]
+        out_h, out_w = out_size
+        # (kh, kw, groups, C_in/g, C_out/g), contiguous so that each product goes to BLAS.
+        weight_t = np.ascontiguousarray(self.weight.astype(dtype, copy=False).reshape(
+            groups, self.out_channels // groups, c // groups, kh, kw).transpose(3, 4, 0, 2, 1))
+        grad = np.zeros(padded_shape, dtype=dtype)
+        for i in range(kh):
+            for j in range(kw):
+                # (groups, C_in/g, C_out/g) @ (groups, C_out/g, N·Ho·Wo) → (C, N, Ho, Wo)
+                grad_offset = (weight_t[i, j] @ grad_y).reshape(c, n, out_h, out_w)
+                grad[:, :, i * dh: i * dh + sh * (out_h - 1) + 1: sh,
+                     j * dw: j * dw + sw * (out_w - 1) + 1: sw] += grad_offset
+        return grad
+
+    def _pad(self, x):
+        """x (C, N, H, W) → (C, N, H + top + bottom, W + left + right), filled by padding_mode."""
+        (top, bottom), (left, right) = self._pads
+        h, w = x.shape[2:]
+        if self.padding_mode == "zeros":
+            padded = np.zeros((*x.shape[:2], h + top + bottom, w + left + right), dtype=x.dtype)
+            padded[:, :, top:top + h, left:left + w] = x
+            return padded
+        rows, cols = self._source_indices(h, w)
+        return x[:, :, rows[:, None], cols[None, :]]
+
+    def _pad_backward(self, grad_padded, size):
+        """The adjoint of `_pad`: each input pixel collects the gradient of every copy of it."""
+        (top, _), (left, _) = self._pads
+        h, w = size
+        if self.padding_mode == "zeros":
+            return grad_padded[:, :, top:top + h, left:left + w]
+        rows, cols = self._source_indices(h, w)
+        # One-hot matrices P (padded, input) per axis: padded = P_h x P_wᵀ, so dx = P_hᵀ dpadded P_w.
+        select_rows = (rows[:, None] == np.arange(h)).astype(grad_padded.dtype)
+        select_cols = (cols[:, None] == np.arange(w)).astype(grad_padded.dtype)
+        return select_rows.T @ grad_padded @ select_cols
+
+    def _source_indices(self, h, w):
+        """For every padded row and column, the input row/column it copies
+        (NumPy's pad modes 'reflect', 'edge' and 'wrap' are torch's reflect, replicate, circular)."""
+        numpy_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[self.padding_mode]
+        (top, bottom), (left, right) = self._pads
+        return (np.pad(np.arange(h), (top, bottom), mode=numpy_mode),
+                np.pad(np.arange(w), (left, right), mode=numpy_mode))
 
     def _cols_array(self, shape, dtype) -> np.ndarray:
         """An array for im2col, reusing the previous forward's when it fits: it is kh·kw

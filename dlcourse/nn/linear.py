@@ -39,8 +39,8 @@ class Linear(Module):
             bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
             init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x):
-        x = check_float_input(self, x)
+    def forward(self, input):
+        x = check_float_input(self, input)
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"Linear expects input of shape (*, {self.in_features}), got shape {tuple(x.shape)}"

@@ -95,15 +95,24 @@ class CrossEntropyLoss(_TorchLoss):
         weight = _weight_for(self, classes, x.dtype)
         weight = None if weight is None else weight.reshape(weight_shape)
         target = np.asarray(target)
-        if target.shape == x.shape:
-            coefficients, denominator = self._probability_coefficients(target, x, classes, weight)
-        else:
-            coefficients, denominator = self._index_coefficients(target, x, class_dim, weight)
         log_p = _log_softmax(x, class_dim)
-        per_element = -(coefficients * log_p).sum(axis=class_dim)
-        self._cache = (np.exp(log_p), coefficients, denominator, class_dim)
+        if target.shape != x.shape and self.label_smoothing == 0:
+            # The common case, in fewer passes: a_{n,c} = w_{y_n} 1[c = y_n] is kept as the
+            # index y_n and the weight w_{y_n} instead of a dense array (chosen for speed).
+            index, coefficients, denominator = self._hard_coefficients(target, x, class_dim, weight)
+            per_element = -coefficients * np.take_along_axis(log_p, index, class_dim).squeeze(class_dim)
+        else:
+            index = None
+            if target.shape == x.shape:
+                coefficients, denominator = self._probability_coefficients(target, x, classes, weight)
+            else:
+                coefficients, denominator = self._index_coefficients(target, x, class_dim, weight)
+            per_element = -(coefficients * log_p).sum(axis=class_dim)
+        self._cache = (np.exp(log_p), coefficients, index, denominator, class_dim)
         if self.reduction == "mean":
-            return float(per_element.sum()) / denominator if denominator > 0 else float("nan")
+            # torch divides by Σ w_{y_n} whatever its sign (weights may be negative); 0/0 is nan.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return float(np.float64(per_element.sum()) / denominator)
         return self._reduce(per_element)
 
     def _probability_coefficients(self, target, x, classes, weight):
@@ -119,7 +128,8 @@ class CrossEntropyLoss(_TorchLoss):
             coefficients = coefficients * weight
         return coefficients, x.size // classes
 
-    def _index_coefficients(self, target, x, class_dim, weight):
+    def _kept_targets(self, target, x, class_dim, weight):
+        """Checked class indices: (y with ignored entries set to 0, w_{y_n} or 0 where ignored)."""
         classes = x.shape[class_dim]
         index_shape = x.shape[:class_dim] + x.shape[class_dim + 1:]
         if target.shape != index_shape:
@@ -129,10 +139,20 @@ class CrossEntropyLoss(_TorchLoss):
         _check_class_indices(self, target, classes, self.ignore_index)
         kept = target != self.ignore_index
         safe_target = np.where(kept, target, 0)
-        one_hot = np.moveaxis(safe_target[..., None] == np.arange(classes), -1, class_dim).astype(x.dtype)
         kept_weight = kept.astype(x.dtype)
         if weight is not None:
             kept_weight = kept_weight * weight.reshape(-1)[safe_target]
+        return kept, safe_target, kept_weight
+
+    def _hard_coefficients(self, target, x, class_dim, weight):
+        """(index y_n with a length-1 class axis, w_{y_n}, Σ w_{y_n}) for integer targets."""
+        _, safe_target, kept_weight = self._kept_targets(target, x, class_dim, weight)
+        return np.expand_dims(safe_target, class_dim), kept_weight, float(kept_weight.sum())
+
+    def _index_coefficients(self, target, x, class_dim, weight):
+        classes = x.shape[class_dim]
+        kept, safe_target, kept_weight = self._kept_targets(target, x, class_dim, weight)
+        one_hot = np.moveaxis(safe_target[..., None] == np.arange(classes), -1, class_dim).astype(x.dtype)
         smoothing = self.label_smoothing
         coefficients = (1 - smoothing) * one_hot * np.expand_dims(kept_weight, class_dim)
         if smoothing > 0:
@@ -141,16 +161,23 @@ class CrossEntropyLoss(_TorchLoss):
         return coefficients, float(kept_weight.sum())
 
     def backward(self, grad_output=None):
-        probabilities, coefficients, denominator, class_dim = self._saved(self._cache)
+        probabilities, coefficients, index, denominator, class_dim = self._saved(self._cache)
         per_element_shape = probabilities.shape[:class_dim] + probabilities.shape[class_dim + 1:]
         if self.reduction == "mean":
             # Every target ignored: torch's value is 0/0 = nan, but its gradient is zero.
             scale = 1.0 if grad_output is None else float(np.asarray(grad_output))
-            scale = scale / denominator if denominator > 0 else 0.0
+            scale = scale / denominator if denominator != 0 else 0.0
             grad = np.full(per_element_shape, scale, probabilities.dtype)
         else:
             grad = self._reduction_grad(per_element_shape, probabilities.dtype, grad_output)
         grad = np.expand_dims(grad, class_dim)
+        if index is not None:
+            # p ⊙ w_{y_n}, then − w_{y_n} at the target class only.
+            weighted = grad * np.expand_dims(coefficients, class_dim)
+            result = probabilities * weighted
+            at_target = np.take_along_axis(result, index, class_dim)
+            np.put_along_axis(result, index, at_target - weighted, class_dim)
+            return result
         total = coefficients.sum(axis=class_dim, keepdims=True)
         return grad * (probabilities * total - coefficients)
 

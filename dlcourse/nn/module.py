@@ -22,6 +22,9 @@ class Module:
     statistics), and assigns sub-modules as attributes. It implements `forward(*inputs)`
     and `backward(grad_output)`; `backward` returns the gradient with respect to the input
     and *adds* parameter gradients into `grads`, so gradients accumulate until `zero_grad()`.
+
+    Inputs and parameters are real NumPy arrays (float32 or float64) on the CPU: complex
+    dtypes and other devices are outside the contract.
     """
 
     def __init__(self):

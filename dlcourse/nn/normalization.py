@@ -6,6 +6,7 @@ Both normalise x̂ = (x − μ) / √(σ² + ε) and apply y = γ ⊙ x̂ + β; 
 norm, the trailing `normalized_shape` axes for layer norm. Their backward passes therefore
 share one formula, `_normalized_input_backward`.
 """
+import math
 import numbers
 
 import numpy as np
@@ -16,6 +17,43 @@ from dlcourse.nn.module import Module, check_float_input
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
 
 
+def _mean_of_product(a, b, axes):
+    """mean(a ⊙ b) over `axes`, keeping them as length-1 axes.
+
+    Speed: einsum multiplies and sums in one pass, without the temporary array a ⊙ b.
+    """
+    letters = "abcdefghijklmnop"[:a.ndim]
+    kept = "".join(letter for axis, letter in enumerate(letters) if axis not in axes)
+    total = np.einsum(f"{letters},{letters}->{kept}", a, b)
+    count = math.prod(a.shape[axis] for axis in axes)  # a Python int keeps float32 float32
+    return (total / count).reshape([1 if axis in axes else n for axis, n in enumerate(a.shape)])
+
+
+def _normalize(x, axes, eps, mean=None, var=None):
+    """x̂ = (x − μ) / √(σ² + ε) with μ and the biased σ² over `axes` unless given.
+
+    Returns (x̂, inv_std, μ, σ²), x̂ a new array (written in place to save passes).
+    """
+    if mean is None:
+        mean = x.mean(axis=axes, keepdims=True)
+    x_hat = x - mean
+    if var is None:
+        var = _mean_of_product(x_hat, x_hat, axes)
+    inv_std = 1 / np.sqrt(var + eps)
+    x_hat *= inv_std
+    return x_hat, inv_std, mean, var
+
+
+def _affine(x_hat, weight, bias):
+    """y = γ ⊙ x̂ + β (either may be None), as a new array."""
+    if weight is None:
+        return x_hat + bias if bias is not None else x_hat.copy()
+    y = x_hat * weight
+    if bias is not None:
+        y += bias
+    return y
+
+
 def _normalized_input_backward(grad_x_hat, x_hat, inv_std, axes):
     r"""Gradient w.r.t. x of x̂ = (x − μ)·inv_std, with μ and the biased σ² over `axes`.
 
@@ -24,9 +62,11 @@ def _normalized_input_backward(grad_x_hat, x_hat, inv_std, axes):
 
     grad_x_hat, x_hat: the input's shape; inv_std: broadcastable to it.
     """
-    return inv_std * (grad_x_hat
-                      - grad_x_hat.mean(axis=axes, keepdims=True)
-                      - x_hat * (grad_x_hat * x_hat).mean(axis=axes, keepdims=True))
+    grad = grad_x_hat - grad_x_hat.mean(axis=axes, keepdims=True)
+    # In place from here on: each pass over the array costs as much as the arithmetic.
+    grad -= x_hat * _mean_of_product(grad_x_hat, x_hat, axes)
+    grad *= inv_std
+    return grad
 
 
 def _check_grad_output(module, grad_output, shape, dtype):
@@ -90,30 +130,34 @@ class _BatchNorm(Module):
         per_channel = (1, -1) + (1,) * (x.ndim - 2)
         # torch falls back to batch statistics in eval mode when it keeps no running ones.
         use_batch_stats = self.training or self.running_mean is None
+        if x.size == 0:
+            return self._empty_batch(x)
         if use_batch_stats:
             count = x.size // self.num_features
-            if count < 2:
+            if count == 1:
                 raise ValueError(
                     f"{type(self).__name__} expects more than 1 value per channel when training "
                     f"(batch statistics), got input of shape {tuple(x.shape)}")
-            mean = x.mean(axis=axes)
-            centered = x - mean.reshape(per_channel)
-            var = (centered ** 2).mean(axis=axes)
+            x_hat, inv_std, mean, var = _normalize(x, axes, self.eps)
             if self.training and self.track_running_stats:
-                self._update_running_stats(mean, var * (count / (count - 1)))
+                self._update_running_stats(mean.reshape(-1), var.reshape(-1) * (count / (count - 1)))
         else:
-            mean = self.running_mean.astype(x.dtype, copy=False)
-            var = self.running_var.astype(x.dtype, copy=False)
-            centered = x - mean.reshape(per_channel)
-        inv_std = (1 / np.sqrt(var + self.eps)).reshape(per_channel)
-        x_hat = centered * inv_std
+            x_hat, inv_std, _, _ = _normalize(x, axes, self.eps,
+                                              self.running_mean.astype(x.dtype, copy=False).reshape(per_channel),
+                                              self.running_var.astype(x.dtype, copy=False).reshape(per_channel))
         self._cache = (x_hat, inv_std, use_batch_stats)
-        y = x_hat
-        if self.weight is not None:
-            y = y * self.weight.astype(x.dtype, copy=False).reshape(per_channel)
-        if self.bias is not None:
-            y = y + self.bias.astype(x.dtype, copy=False).reshape(per_channel)
-        return y
+        weight, bias = (None if p is None else p.astype(x.dtype, copy=False).reshape(per_channel)
+                        for p in (self.weight, self.bias))
+        return _affine(x_hat, weight, bias)
+
+    def _empty_batch(self, x):
+        """An empty batch (N = 0) as torch treats it: an empty output, running statistics
+        unchanged (torch still counts the batch in num_batches_tracked), no gradient."""
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+        inv_std = np.ones((1, self.num_features) + (1,) * (x.ndim - 2), x.dtype)
+        self._cache = (np.zeros_like(x), inv_std, False)
+        return np.zeros_like(x)
 
     def _update_running_stats(self, batch_mean, batch_var_unbiased):
         self.num_batches_tracked += 1
@@ -130,7 +174,7 @@ class _BatchNorm(Module):
         axes = (0,) + tuple(range(2, x_hat.ndim))
         grad_x_hat = grad_output
         if self.weight is not None:
-            self.grads["weight"] += (grad_output * x_hat).sum(axis=axes)
+            self.grads["weight"] += _mean_of_product(grad_output, x_hat, axes).reshape(-1) * (x_hat.size // x_hat.shape[1])
             grad_x_hat = grad_output * self.weight.astype(x_hat.dtype, copy=False).reshape(inv_std.shape)
         if self.bias is not None:
             self.grads["bias"] += grad_output.sum(axis=axes)
@@ -207,17 +251,10 @@ class LayerNorm(Module):
             layout = ", ".join(["*", *map(str, self.normalized_shape)])
             raise ValueError(f"LayerNorm expects input of shape ({layout}), got shape {tuple(x.shape)}")
         axes = tuple(range(x.ndim - k, x.ndim))
-        centered = x - x.mean(axis=axes, keepdims=True)
-        var = (centered ** 2).mean(axis=axes, keepdims=True)
-        inv_std = 1 / np.sqrt(var + self.eps)
-        x_hat = centered * inv_std
+        x_hat, inv_std, _, _ = _normalize(x, axes, self.eps)
         self._cache = (x_hat, inv_std)
-        y = x_hat
-        if self.weight is not None:
-            y = y * self.weight.astype(x.dtype, copy=False)
-        if self.bias is not None:
-            y = y + self.bias.astype(x.dtype, copy=False)
-        return y
+        weight, bias = (None if p is None else p.astype(x.dtype, copy=False) for p in (self.weight, self.bias))
+        return _affine(x_hat, weight, bias)
 
     def backward(self, grad_output):
         x_hat, inv_std = self._saved(self._cache)
@@ -227,7 +264,9 @@ class LayerNorm(Module):
         normalized = tuple(range(x_hat.ndim - k, x_hat.ndim))
         grad_x_hat = grad_output
         if self.weight is not None:
-            self.grads["weight"] += (grad_output * x_hat).sum(axis=leading)
+            letters = "abcdefghijklmnop"[:x_hat.ndim]
+            # einsum: dγ = Σ dy ⊙ x̂ over the leading axes in one pass, no temporary array.
+            self.grads["weight"] += np.einsum(f"{letters},{letters}->{letters[len(leading):]}", grad_output, x_hat)
             grad_x_hat = grad_output * self.weight.astype(x_hat.dtype, copy=False)
         if self.bias is not None:
             self.grads["bias"] += grad_output.sum(axis=leading)

@@ -18,6 +18,7 @@ and returns the new state and a cache. Its backward takes the gradient of the ne
 and returns (grad_gates_x, grad_gates_h, grad_state): the gradients of x W_ihᵀ + b_ih and
 of h W_hhᵀ + b_hh (the same array except for the GRU) and of the previous state.
 """
+import functools
 import math
 import numbers
 import warnings
@@ -113,6 +114,23 @@ def lstm_step_backward(grad_state, cache, weight_hh):
     return grad_gates, grad_gates, (grad_gates @ weight_hh, grad_c * f)
 
 
+def lstm_projected_step(gates_x, state, weight_hh, bias_hh, weight_hr):
+    r"""LSTM with a projection (proj_size P > 0): the cell as `lstm_step`, then
+
+        h' = (o ⊙ tanh(c')) W_hrᵀ,    W_hr: (P, H)
+
+    so the hidden state and the output have P entries while c keeps H.
+    """
+    (h_full, c_new), cache = lstm_step(gates_x, state, weight_hh, bias_hh)
+    return (h_full @ weight_hr.T, c_new), (cache, h_full)
+
+
+def lstm_projected_step_backward(grad_state, cache, weight_hh, weight_hr):
+    grad_h, grad_c = grad_state
+    lstm_cache, _ = cache
+    return lstm_step_backward((grad_h @ weight_hr, grad_c), lstm_cache, weight_hh)
+
+
 def gru_step(gates_x, state, weight_hh, bias_hh):
     r"""Gates in torch's order r, z, n (W_i· x + b_i· from gates_x, W_h· h + b_h· from h):
 
@@ -190,10 +208,13 @@ class RNNBase(Module):
     """What `RNN`, `LSTM` and `GRU` share: parameters, input checks, the loops over layers,
     directions and time steps, and backpropagation through time.
 
-    Parameters per layer k (and `_reverse` copies when bidirectional), G = 1, 4, 3:
-        weight_ih_l{k}: (G·H, input_size for k = 0 else D·H), weight_hh_l{k}: (G·H, H),
-        bias_ih_l{k}, bias_hh_l{k}: (G·H,)
+    Parameters per layer k (and `_reverse` copies when bidirectional), G = 1, 4, 3, and
+    R = proj_size if an LSTM projects, else H (the size of h and of the output):
+        weight_ih_l{k}: (G·H, input_size for k = 0 else D·R), weight_hh_l{k}: (G·H, R),
+        bias_ih_l{k}, bias_hh_l{k}: (G·H,), and weight_hr_l{k}: (R, H) when projecting
     all initialised U(−1/√H, 1/√H) as torch does.
+
+    Inputs are padded arrays: torch's PackedSequence inputs are not supported.
     """
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -205,9 +226,8 @@ class RNNBase(Module):
                 or not 0 <= dropout <= 1):
             raise ValueError("dropout should be a number in range [0, 1] representing the "
                              f"probability of an element being zeroed, got {dropout!r}")
-        if proj_size != 0:
-            raise ValueError(f"{type(self).__name__}: proj_size > 0 is not supported by dlcourse, "
-                             f"got proj_size={proj_size}")
+        if proj_size != 0 and mode != "LSTM":
+            raise ValueError(f"{type(self).__name__}: proj_size is only supported by LSTM, got proj_size={proj_size}")
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
                           "non-zero dropout expects num_layers greater than 1, but got "
@@ -215,27 +235,34 @@ class RNNBase(Module):
         self.mode = mode
         self.input_size = _check_size("input_size", input_size, 1)
         self.hidden_size = _check_size("hidden_size", hidden_size, 1)
+        if not isinstance(proj_size, numbers.Integral) or not 0 <= proj_size < self.hidden_size:
+            raise ValueError(f"LSTM: proj_size must be a non-negative integer smaller than "
+                             f"hidden_size={hidden_size}, got proj_size={proj_size!r}")
         self.num_layers = _check_size("num_layers", num_layers, 1)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
-        self.proj_size = 0
+        self.proj_size = int(proj_size)
+        self._output_size = self.proj_size or self.hidden_size  # R: the size of h and of the output
         self._step, self._step_backward, gates = _STEPS[mode]
         dtype = np.dtype(dtype) if dtype is not None else default_dtype()
         directions = 2 if self.bidirectional else 1
         self._suffixes = []  # [[suffix of each direction] for each layer]
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else directions * self.hidden_size
+            layer_input = self.input_size if layer == 0 else directions * self._output_size
             suffixes = [f"_l{layer}", f"_l{layer}_reverse"][:directions]
             for suffix in suffixes:
                 self.register_parameter("weight_ih" + suffix,
                                         np.empty((gates * self.hidden_size, layer_input), dtype))
                 self.register_parameter("weight_hh" + suffix,
-                                        np.empty((gates * self.hidden_size, self.hidden_size), dtype))
+                                        np.empty((gates * self.hidden_size, self._output_size), dtype))
                 if self.bias:
                     self.register_parameter("bias_ih" + suffix, np.empty(gates * self.hidden_size, dtype))
                     self.register_parameter("bias_hh" + suffix, np.empty(gates * self.hidden_size, dtype))
+                if self.proj_size:
+                    self.register_parameter("weight_hr" + suffix,
+                                            np.empty((self.proj_size, self.hidden_size), dtype))
             self._suffixes.append(suffixes)
         self.reset_parameters()
         self._cache = None
@@ -259,9 +286,8 @@ class RNNBase(Module):
     def _initial_state(self, hx, names, batch, batched, dtype):
         """hx → a tuple of (L·D, N, H) arrays (zeros where hx is None)."""
         layers = self.num_layers * (2 if self.bidirectional else 1)
-        shape = (layers, batch, self.hidden_size) if batched else (layers, self.hidden_size)
         if hx is None:
-            return tuple(np.zeros((layers, batch, self.hidden_size), dtype) for _ in names)
+            return tuple(np.zeros((layers, batch, self._state_size(name)), dtype) for name in names)
         if len(names) > 1 and not (isinstance(hx, (tuple, list)) and len(hx) == len(names)):
             raise TypeError(f"{type(self).__name__} expects the initial state as a tuple "
                             f"({', '.join(names)}), got {type(hx).__name__}")
@@ -269,12 +295,18 @@ class RNNBase(Module):
         checked = []
         for name, state in zip(names, states):
             state = check_float_input(self, state, name)
+            size = self._state_size(name)
+            shape = (layers, batch, size) if batched else (layers, size)
             if state.shape != shape:
                 for_input = f"batch size {batch}" if batched else "unbatched input"
                 raise ValueError(f"{type(self).__name__} expects {name} of shape {shape} "
                                  f"({for_input}), got shape {tuple(state.shape)}")
             checked.append((state if batched else state[:, None]).astype(dtype, copy=False))
         return tuple(checked)
+
+    def _state_size(self, name):
+        """h has R = proj_size (or H) entries; an LSTM's cell state c keeps H."""
+        return self.hidden_size if name[0] == "c" else self._output_size
 
     def _time_major(self, array, batched):
         """The input's layout → (T, N, F), as a view."""
@@ -341,11 +373,14 @@ class RNNBase(Module):
                 # GRU needs it inside r ⊙ (h W_hnᵀ + b_hn)).
                 gates_x += bias_hh
                 bias_hh = None
-        output = np.empty(x.shape[:2] + (self.hidden_size,), x.dtype)
+        output = np.empty(x.shape[:2] + (self._output_size,), x.dtype)
         h0 = state[0]
         step_caches = []
+        step = self._step
+        if self.proj_size:
+            step = functools.partial(lstm_projected_step, weight_hr=self._parameters["weight_hr" + suffix].astype(x.dtype, copy=False))
         for t in range(x.shape[0]):
-            state, cache = self._step(gates_x[t], state, weight_hh, bias_hh)
+            state, cache = step(gates_x[t], state, weight_hh, bias_hh)
             output[t] = state[0]
             step_caches.append(cache)
         return output, state, (x, h0, output, step_caches)
@@ -354,19 +389,20 @@ class RNNBase(Module):
     def _run_backward(self, grad_output, grad_finals, names):
         """Backpropagation through time, from the top layer down."""
         caches, masks, batched, had_state, (time, batch), dtype = self._saved(self._cache)
-        layers, width = len(caches), len(self._suffixes[0]) * self.hidden_size
+        layers, size = len(caches), self._output_size
+        width = len(self._suffixes[0]) * size
         if not batched:
-            output_shape, final_shape = (time, width), (layers, self.hidden_size)
+            output_shape = (time, width)
         else:
             output_shape = (batch, time, width) if self.batch_first else (time, batch, width)
-            final_shape = (layers, batch, self.hidden_size)
         grad_layer = self._time_major(_check_grad(self, grad_output, output_shape, "grad_output"), batched)
         grad_layer = grad_layer.astype(dtype, copy=False)
-        grad_finals = [np.zeros((layers, batch, self.hidden_size), dtype) if g is None
-                       else _check_grad(self, g, final_shape, f"grad_{name[0]}_n").reshape(
-                           layers, batch, self.hidden_size).astype(dtype, copy=False)
-                       for g, name in zip(grad_finals, names)]
-        grad_states = [np.empty((layers, batch, self.hidden_size), dtype) for _ in names]
+        state_shapes = [(layers, batch, self._state_size(name)) for name in names]
+        grad_finals = [np.zeros(shape, dtype) if g is None
+                       else _check_grad(self, g, shape if batched else (shape[0], shape[2]),
+                                        f"grad_{name[0]}_n").reshape(shape).astype(dtype, copy=False)
+                       for g, name, shape in zip(grad_finals, names, state_shapes)]
+        grad_states = [np.empty(shape, dtype) for shape in state_shapes]
         for layer in reversed(range(self.num_layers)):
             suffixes = self._suffixes[layer]
             if masks[layer] is not None:
@@ -374,7 +410,7 @@ class RNNBase(Module):
             grad_input = 0
             for direction, suffix in enumerate(suffixes):
                 index = layer * len(suffixes) + direction
-                grad_out = grad_layer[..., direction * self.hidden_size:(direction + 1) * self.hidden_size]
+                grad_out = grad_layer[..., direction * size:(direction + 1) * size]
                 grad_final = tuple(g[index] for g in grad_finals)
                 grad_x, grad_state = self._backward_direction(
                     grad_out[::-1] if direction else grad_out, grad_final, caches[index], suffix)
@@ -391,13 +427,22 @@ class RNNBase(Module):
         Adds the parameter gradients and returns (grad_x (T, N, in), grad of the initial state)."""
         x, h0, output, step_caches = cache
         weight_ih, weight_hh, _, _ = self._weights(suffix, x.dtype)
+        step_backward, grads_output = self._step_backward, []
+        if self.proj_size:
+            weight_hr = self._parameters["weight_hr" + suffix].astype(x.dtype, copy=False)
+            step_backward = functools.partial(lstm_projected_step_backward, weight_hr=weight_hr)
         grads_x, grads_h = [], []
         for t in reversed(range(x.shape[0])):
             # h_t feeds both the output at t and the next step.
             grad_state = (grad_output[t] + grad_state[0],) + grad_state[1:]
-            grad_gates_x, grad_gates_h, grad_state = self._step_backward(grad_state, step_caches[t], weight_hh)
+            grads_output.append(grad_state[0])
+            grad_gates_x, grad_gates_h, grad_state = step_backward(grad_state, step_caches[t], weight_hh)
             grads_x.append(grad_gates_x)
             grads_h.append(grad_gates_h)
+        if self.proj_size:
+            # h_t = (o ⊙ tanh c_t) W_hrᵀ: dW_hr = Σ_t dh_tᵀ (o ⊙ tanh c_t).
+            unprojected = np.concatenate([cache[1] for cache in step_caches])
+            self._gradients["weight_hr" + suffix] += np.concatenate(grads_output[::-1]).T @ unprojected
         grad_gates_x = np.stack(grads_x[::-1])
         grad_gates_h = grad_gates_x if grads_h[0] is grads_x[0] else np.stack(grads_h[::-1])
         hidden = np.concatenate([h0[None], output[:-1]])  # h_{t−1} for every step
@@ -416,6 +461,8 @@ class RNNBase(Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional is not False:
             s += f", bidirectional={self.bidirectional}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
         return s
 
 
@@ -479,7 +526,11 @@ class LSTM(RNNBase):
     Shape: as `RNN`, with c0 / c_n shaped like h0 / h_n. `forward(input, hx=None)` with
     hx = (h0, c0) returns (output, (h_n, c_n)). `backward(grad_output, grad_h_n=None,
     grad_c_n=None)` returns grad_input, or (grad_input, (grad_h0, grad_c0)) when forward
-    was given (h0, c0). proj_size > 0 is not supported.
+    was given (h0, c0).
+
+    proj_size = P > 0 projects each step's hidden state, h' = (o ⊙ tanh c') W_hrᵀ with
+    weight_hr_l{k}: (P, H): h0, h_n and each direction's output have P entries instead of H
+    (c keeps H), and weight_hh is (4H, P).
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,

@@ -21,15 +21,16 @@ class Embedding(Module):
         weight: (num_embeddings, embedding_dim), initialised N(0, 1)
 
     `backward(grad_output)` returns None: indices have no gradient.
-    max_norm, scale_grad_by_freq and sparse are not supported.
+    sparse=True is accepted for torch compatibility, but the weight gradient stays a dense
+    (num_embeddings, embedding_dim) array with the values torch's sparse gradient holds
+    (rows never looked up are zero). max_norm and scale_grad_by_freq are not supported.
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, max_norm=None,
                  norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False,
                  _weight=None, _freeze: bool = False, device=None, dtype=None):
         super().__init__()
-        for name, value in (("max_norm", max_norm), ("scale_grad_by_freq", scale_grad_by_freq or None),
-                            ("sparse", sparse or None)):
+        for name, value in (("max_norm", max_norm), ("scale_grad_by_freq", scale_grad_by_freq or None)):
             if value is not None:
                 raise ValueError(f"Embedding: {name}={value!r} is not supported by dlcourse "
                                  "(leave it at its default)")
