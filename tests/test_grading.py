@@ -158,6 +158,12 @@ def test_json_lines_gradebook_and_unchanged_submissions(course):
     assert hashes(course) == before
     assert gradebook_scores(course, "bob") == {**PARTS, "batchnorm_forward_tests": 0.0}
     rows = {r["student"]: r for r in outcome_rows(course)}
+    # the whole reason in --json and the gradebook; only the terminal table cuts it
+    assert "(allowed rtol=" in lines["bob"]["reason"] and "…" not in lines["bob"]["reason"], lines["bob"]
+    assert rows["bob"]["reason"] == lines["bob"]["reason"] and len(lines["bob"]["reason"]) > 100
+    table_row = next(line for line in completed.stderr.splitlines() if line.startswith("bob "))
+    assert table_row.endswith("…") and lines["bob"]["reason"] not in table_row
+    assert "4 processed in this run, 0 already graded" in completed.stderr
     assert rows["alice"]["status"] == "graded" and rows["alice"]["score"] == AUTO
     assert rows["alice"]["sha256"] == before[str(course / "submitted" / "alice" / A / f"{A}.ipynb")]
     assert json.loads(rows["alice"]["timings"])["overhead_s"] < 30
@@ -214,4 +220,4 @@ def test_a_killed_run_resumes_without_regrading_or_duplicates(course, tmp_path):
     expect_full(lines["s1"])
     after = {r["student"]: r["graded_at"] for r in outcome_rows(course)}
     assert [s for s in students if after[s] != stamps[s]] == ["s1"]
-    assert "1 graded in this run" in completed.stderr
+    assert "1 processed in this run" in completed.stderr

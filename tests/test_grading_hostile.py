@@ -148,6 +148,16 @@ def batch(registered_course, tmp_path_factory):
     submit(course, "shell_magic", helper(
         f"!cat {c}/solutions/{A}/{A}.ipynb\n!ls {c}\n!id -u\n!cat /proc/1/cmdline; echo"))
 
+    # attacks on the grader itself (outside the sandbox)
+    (course / "submitted" / "fifo_folder").mkdir(parents=True)
+    os.mkfifo(course / "submitted" / "fifo_folder" / A)
+    (course / "submitted" / "sparse_folder").mkdir(parents=True)
+    with open(course / "submitted" / "sparse_folder" / A, "wb") as handle:
+        handle.truncate(3 * 1024**3)
+    submit(course, "directory_flood", helper(
+        "import os\nfor i in range(50_000):\n    os.makedirs(f'probe/out/p{i + 100}', exist_ok=True)"))
+    submit(course, "restore_bomb", helper("a=1\n" * 250_000))   # 1 MB (test_grading_bounds: 7.6 MB)
+
     before = hashes(course)
     try:
         lines, completed = grade(course, "--workers", "2", "--timeout", "15", "--notebook-timeout", "120",
@@ -325,3 +335,19 @@ def test_shell_magics_run_inside_the_sandbox(batch):
     text = outputs_text(autograded(batch["course"], "shell_magic"))
     assert "No such file or directory" in text and "BEGIN SOLUTION" not in text
     assert re.search(rf"^{UID_BASE // 10}\d\r?$", text, re.M)  # `id -u`: the sandbox's own uid, not root
+
+
+def test_a_fifo_or_sparse_file_instead_of_the_folder_is_invalid_and_nothing_hangs(batch):
+    assert batch["lines"]["fifo_folder"]["status"] == "invalid"
+    assert "FIFO" in batch["lines"]["fifo_folder"]["reason"]
+    assert batch["lines"]["sparse_folder"]["status"] == "invalid"
+    assert "is a file, not a folder" in batch["lines"]["sparse_folder"]["reason"]
+
+
+def test_a_directory_flood_in_the_probe_folder_costs_the_grader_nothing(batch):
+    expect_full(batch["lines"]["directory_flood"])
+
+
+def test_a_huge_helper_cell_is_flagged_not_parsed_by_the_grader(batch):
+    line = batch["lines"]["restore_bomb"]
+    assert "a helper cell of 1.0 MB is over the grader's 256 KB limit" in line["reason"], line

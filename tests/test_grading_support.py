@@ -138,6 +138,8 @@ def hashes(course: Path) -> dict:
     for path in sorted((course / "submitted").rglob("*")):
         if path.is_symlink():
             found[str(path)] = "link:" + os.readlink(path)
+        elif path.is_file() and path.stat().st_size > 64 * 1024 * 1024:   # a planted sparse file
+            found[str(path)] = f"size:{path.stat().st_size}:{path.stat().st_mtime_ns}"
         elif path.is_file():
             found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found

@@ -146,6 +146,39 @@ def _digits():
     return load_digits()
 
 
+# What a returned state dict may declare, checked before any model is built from it: the
+# grader builds the model in its own process, so the shapes must not choose its size.
+MAX_MLP_LAYERS = 16
+MAX_MLP_WIDTH = 4096
+MAX_MLP_PARAMETERS = 4_000_000
+
+
+def _bounded_state(state: dict, layers: int) -> dict:
+    """`state` with its declared sizes checked against the caps above, and every array cast to
+    a BLAS dtype (float32 or float64: NumPy multiplies float16 or integers without BLAS, which
+    turns milliseconds into minutes); raises CheckFailure when a cap is exceeded."""
+    if layers > MAX_MLP_LAYERS:
+        raise CheckFailure(f"the state_dict has {layers} linear layers; at most {MAX_MLP_LAYERS} are accepted")
+    widths = [64]
+    for i in range(1, layers + 1):
+        shape = np.shape(state[f"fc{i}.weight"])
+        if len(shape) != 2 or not all(0 < n <= MAX_MLP_WIDTH for n in shape):
+            raise CheckFailure(f"fc{i}.weight has shape {shape}; expected (out_features, in_features), "
+                               f"each between 1 and {MAX_MLP_WIDTH}")
+        widths.append(int(shape[0]))
+    declared = sum(n_in * n_out + n_out for n_in, n_out in zip(widths, widths[1:]))
+    if declared > MAX_MLP_PARAMETERS:
+        raise CheckFailure(f"the state_dict declares {declared:,} parameters; at most {MAX_MLP_PARAMETERS:,} "
+                           "are accepted for the digits MLP")
+    bounded = {}
+    for key, value in state.items():
+        array = np.asarray(value)
+        if array.size > MAX_MLP_PARAMETERS or array.dtype.kind not in "biuf":
+            raise CheckFailure(f"{key} is not a plausible parameter ({array.dtype}, shape {array.shape})")
+        bounded[key] = array if array.dtype in (np.float32, np.float64) else array.astype(np.float32)
+    return bounded
+
+
 def load_digits_mlp(state) -> MLP:
     """A dlcourse.models.MLP(64, hidden_sizes=…, 10) holding `state`; the hidden sizes are read
     off the shapes of fc1.weight, fc2.weight, …; raises CheckFailure when it does not fit."""
@@ -157,6 +190,7 @@ def load_digits_mlp(state) -> MLP:
     if layers == 0:
         raise CheckFailure(f"the state_dict has keys {sorted(state)[:6]}, expected those of "
                            "dlcourse.models.MLP: fc1.weight, fc1.bias, fc2.weight, …")
+    state = _bounded_state(state, layers)
     try:
         hidden_sizes = tuple(int(np.shape(state[f"fc{i}.weight"])[0]) for i in range(1, layers))
         model = MLP(64, hidden_sizes=hidden_sizes, num_classes=10)

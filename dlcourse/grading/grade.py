@@ -6,9 +6,10 @@ For every student (a folder of submitted/, or a student the gradebook knows):
    links and hashes it; a submission whose stored outcome has the same hash (and the same
    source notebook) is not graded again, so an interrupted run resumes;
 2. a WORKER (a local process pool, or a Dask cluster with ``--scheduler``) validates the
-   notebook (selfcheck.read_notebook), restores it from the source (restore.py), writes the
-   probe inputs for a fresh secret seed (probe.py), runs it in the sandbox (sandbox.py,
-   executor.py), judges the probes in its own process and returns a plain, JSON-able dict;
+   notebook (selfcheck.read_notebook), restores it from the source (restore.py) and writes
+   the probe inputs for a fresh secret seed (probe.py) in one forked child under memory and
+   CPU limits (bounded.py), runs it in the sandbox (sandbox.py, executor.py), judges each
+   test cell's probes in another bounded child and returns a plain, JSON-able dict;
 3. the PARENT alone writes: the autograded notebook, nbgrader's gradebook tables and our
    outcome row, committed after each submission; it prints one JSON line per submission
    with ``--json``, a progress bar on stderr and a summary table at the end.
@@ -39,9 +40,12 @@ __all__ = ["GradeOptions", "GradeTask", "GradeOutcome", "grade_assignment", "gra
 
 STATUSES = ("graded", "timeout", "crashed", "invalid", "missing")
 MAX_SUBMISSION_BYTES = 50 * 1024 * 1024
-MAX_REASON = 600
+MAX_REASON = 4000               # the whole reason, in --json, the gradebook and the export
+TABLE_REASON = 100              # the terminal table's cut
 HIDDEN_CHECK_ENAME = "HiddenCheckFailed"
 GRADER_ERROR = "grader-error"   # a flag: our failure, not the student's; the next run tries again
+BREAKS_GRADER = "breaks the grader's limits"  # a flag: the submission's own doing; not re-graded
+GRADER_MIN_CPU_S = 30           # CPU seconds per step of the grader's own work on a submission
 
 
 @dataclass
@@ -60,6 +64,23 @@ class GradeOptions:
     @property
     def notebook_timeout(self) -> int:
         return int(self.total_timeout or 3 * self.timeout + 30)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    @property
+    def sandbox_cpus(self) -> float:
+        """Each sandbox's CPU quota (its cgroup's cap): twice an equal share of this machine's
+        CPUs, between one CPU and all of them; while sandboxes compete, their equal cgroup
+        weights split the CPUs evenly. On a Dask cluster, where the workers per machine are
+        not known here: two CPUs."""
+        cpus = os.cpu_count() or 1
+        if self.scheduler:
+            return 2.0
+        if self.workers == 0:   # one submission at a time, in this process
+            return float(cpus)
+        return min(float(cpus), max(1.0, 2 * cpus / self.worker_count))
 
 
 # ----------------------------------------------------------------------------------------
@@ -86,6 +107,32 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _read_regular(path: Path, limit: int) -> bytes | None:
+    """At most `limit` + 1 bytes of `path` if it is a regular file, else None: never follows a
+    link, never blocks on a FIFO, never reads past `limit` (a sparse file of gigabytes)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return handle.read(limit + 1)
+
+
+def _fingerprint(path: Path) -> str:
+    """What identifies a non-notebook in place of a folder or notebook: the hash of its first
+    MB, or of its type and size (so that the next run sees whether it changed)."""
+    data = _read_regular(path, 1 << 20)
+    if data is not None:
+        return _sha256(data[:1 << 20])
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return "gone"
+    return f"mode:{stat.S_IFMT(info.st_mode)}:{info.st_size}:{int(info.st_mtime)}"
+
+
 def read_submission(root: Path, student: str, assignment: str, notebook_id: str) -> dict:
     """{'state': ok|missing|invalid, 'reason', 'data', 'sha256', 'timestamp_text', 'display'};
     never follows a link, never writes."""
@@ -102,8 +149,9 @@ def read_submission(root: Path, student: str, assignment: str, notebook_id: str)
             return {**found, "state": "invalid", "sha256": "link:" + _sha256(os.fsencode(os.readlink(path))),
                     "reason": f"{label} is a symbolic link, not a folder (links are never followed)"}
         if not stat.S_ISDIR(info.st_mode):
-            return {**found, "state": "invalid", "sha256": "file:" + _sha256(path.read_bytes()[:1 << 20]),
-                    "reason": f"{label} is a file, not a folder"}
+            kind = "a file" if stat.S_ISREG(info.st_mode) else "not a folder or a file (a FIFO, a socket or a device)"
+            return {**found, "state": "invalid", "sha256": "file:" + _fingerprint(path),
+                    "reason": f"{label} is {kind}, not a folder"}
     folder = base / student / assignment
     path = folder / f"{notebook_id}.ipynb"
     try:
@@ -116,44 +164,28 @@ def read_submission(root: Path, student: str, assignment: str, notebook_id: str)
         return {**found, "state": "invalid", "sha256": "link:" + _sha256(os.fsencode(os.readlink(path))),
                 "reason": f"{display} is a symbolic link, not the notebook file (links are never followed)"}
     if not stat.S_ISREG(info.st_mode):
-        return {**found, "state": "invalid", "reason": f"{display} is not a regular file"}
+        return {**found, "state": "invalid", "sha256": "file:" + _fingerprint(path),
+                "reason": f"{display} is not a regular file"}
     if info.st_size > MAX_SUBMISSION_BYTES:
         return {**found, "state": "invalid", "sha256": f"size:{info.st_size}:{int(info.st_mtime)}",
                 "reason": f"{display} is {info.st_size / 1e6:.0f} MB; notebooks over "
                           f"{MAX_SUBMISSION_BYTES // 1_000_000} MB are not graded (clear the outputs and resubmit)"}
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read(MAX_SUBMISSION_BYTES + 1)
+    data = _read_regular(path, MAX_SUBMISSION_BYTES)
+    if data is None or len(data) > MAX_SUBMISSION_BYTES:
+        return {**found, "state": "invalid", "sha256": "file:" + _fingerprint(path),
+                "reason": f"{display} changed while it was read (no longer a regular file of at most "
+                          f"{MAX_SUBMISSION_BYTES // 1_000_000} MB)"}
     found.update(data=data, sha256=_sha256(data))
     stamp = folder / "timestamp.txt"
-    try:
-        if stat.S_ISREG(os.lstat(stamp).st_mode) and os.lstat(stamp).st_size < 1000:
-            found["timestamp_text"] = stamp.read_text(errors="replace").strip()
-    except OSError:
-        pass
+    text = _read_regular(stamp, 1000)
+    if text is not None and len(text) < 1000:
+        found["timestamp_text"] = text.decode(errors="replace").strip()
     return found
 
 
 # ----------------------------------------------------------------------------------------
 # the worker
 # ----------------------------------------------------------------------------------------
-
-_SLOT = None
-
-
-def _init_worker(counter) -> None:
-    global _SLOT
-    with counter.get_lock():
-        counter.value += 1
-        _SLOT = counter.value
-
-
-def _slot() -> int:
-    if _SLOT is not None:
-        return _SLOT
-    import threading
-    return (os.getpid() * 7 + threading.get_ident() % 7) % 4000
-
 
 def _one_line(text: str, limit: int = 300) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(text))
@@ -212,6 +244,7 @@ class GradeTask:
     total_timeout: int                # seconds per notebook
     memory_mb: int
     sandbox: str | None
+    cpus: float                       # the sandbox's CPU share (its cgroup's quota)
     max_score: float
     grade_ids: list[str]
     probes: dict[str, list[list[str]]]   # grade_id -> [[part id, function name], …]
@@ -304,6 +337,27 @@ class _Run:
     readable: bool = False                        # the executed notebook came back, cell for cell
     ran: set = field(default_factory=set)         # cells with an execution count
     probed: bool = False                          # the probe phase ran to its end
+    breaches: list = field(default_factory=list)  # bounded.LimitExceeded of the grader's own work
+
+    def bounded(self, function, *args, what: str):
+        """`function(*args)` in a forked child under the grader's limits (bounded.py)."""
+        from dlcourse.grading.bounded import run_bounded
+
+        return run_bounded(function, *args, memory_mb=self.task.memory_mb, cpu_s=_grader_cpu_s(self.task),
+                           wall_s=3 * _grader_cpu_s(self.task) + 30, what=what)
+
+
+def _grader_cpu_s(task: GradeTask) -> int:
+    """CPU seconds the grader spends, at most, on one step of one submission outside the sandbox."""
+    return max(GRADER_MIN_CPU_S, int(task.timeout))
+
+
+def _breach_flags(breach) -> list[str]:
+    """A wall-clock overrun without the CPU time to show for it is a busy or stuck machine: ours,
+    so the next run grades again. Any other breach is the submission's and stays recorded."""
+    if breach.kind == "time":
+        return [GRADER_ERROR]
+    return [f"{BREAKS_GRADER}: {breach}"]
 
 
 def _graded_cells(source) -> dict:
@@ -322,10 +376,8 @@ def _grade(task: GradeTask, outcome: GradeOutcome) -> None:
     run = _Run(task, outcome, Path(tempfile.mkdtemp(prefix="dlcourse-grade-")), _graded_cells(source))
     outcome.grades = {gid: 0.0 for gid in run.graded}
     try:
-        student = _read_student(run)
-        if student is None:
+        if not _read_and_restore(run, source):
             return
-        _prepare_job(run, student, source)
         _run_job(run)
         _map_outputs(run)
         score, manual, failures = _score(run)
@@ -333,6 +385,50 @@ def _grade(task: GradeTask, outcome: GradeOutcome) -> None:
         outcome.notebook = nbformat.writes(run.restored.notebook)
     finally:
         shutil.rmtree(run.base, ignore_errors=True)
+
+
+def _read_and_restore(run: _Run, source) -> bool:
+    """Steps 1 and 2, in a bounded child: read the submission, restore it, write the job.
+    False when there is nothing to run (the outcome then says why)."""
+    import nbformat
+
+    from dlcourse.grading.bounded import LimitExceeded
+    from dlcourse.grading.probe import Probe
+    from dlcourse.grading.restore import Restored
+
+    try:
+        reply = run.bounded(_prepare_in_child, run, source, what="reading and restoring the notebook")
+    except LimitExceeded as breach:
+        student_side = breach.kind != "time"
+        run.outcome.status = "invalid" if student_side else "crashed"
+        run.outcome.reason = _one_line(f"{breach} (a limit of the grader; see docs/grading-security.md)",
+                                       MAX_REASON)
+        run.outcome.flags = _breach_flags(breach)
+        return False
+    if "invalid" in reply:
+        run.outcome.status, run.outcome.reason = "invalid", reply["invalid"]
+        return False
+    notebook = nbformat.read(run.base / "in" / "notebook.ipynb", as_version=4)
+    run.restored = Restored(notebook, reply["flags"], reply["unanswered"],
+                            {int(index): gid for index, gid in reply["grade_ids"].items()}, [])
+    run.flags, run.tampering = list(reply["flags"]), list(reply["tampering"])
+    run.plan = {int(index): [(number, Probe(part, function)) for number, part, function in probes]
+                for index, probes in reply["plan"].items()}
+    return True
+
+
+def _prepare_in_child(run: _Run, source) -> dict:
+    """Runs in the bounded child: {'invalid': reason}, or what the parent needs of the restore
+    (the restored notebook itself is written to in/notebook.ipynb)."""
+    student = _read_student(run)
+    if student is None:
+        return {"invalid": run.outcome.reason}
+    _prepare_job(run, student, source)
+    restored = run.restored
+    return {"flags": run.flags, "tampering": run.tampering, "unanswered": restored.unanswered,
+            "grade_ids": {str(index): gid for index, gid in restored.grade_ids.items()},
+            "plan": {str(index): [[number, probe.part_id, probe.function] for number, probe in probes]
+                     for index, probes in run.plan.items()}}
 
 
 def _read_student(run: _Run):
@@ -381,9 +477,10 @@ def _run_job(run: _Run) -> None:
     from dlcourse.grading.sandbox import run_sandboxed
 
     base, task = run.base, run.task
-    run.report = run_sandboxed(str(base / "in"), str(base / "out"), str(base / "root"), slot=_slot(),
+    run.report = run_sandboxed(str(base / "in"), str(base / "out"), str(base / "root"), cpus=task.cpus,
                                memory_mb=task.memory_mb, cell_timeout=task.timeout,
                                total_timeout=task.total_timeout, mode=run.mode,
+                               probe_dirs=sum(len(probes) for probes in run.plan.values()),
                                probe_deadline=task.total_timeout if run.plan else None)
     run.status = status = _sane_status(_load_json(base / "out" / "status.json"))
     timings = run.outcome.timings
@@ -444,8 +541,8 @@ def _score(run: _Run) -> tuple[float, float, list[str]]:
         message = _test_cell_failure(run, index, cell)
         if message:
             outcome.grades[grade_id] = 0.0
-            failures.append(f"{grade_id}: {_one_line(message, 160)}")
-            outcome.details[grade_id] = _one_line(message, 500)
+            failures.append(f"{grade_id}: {_one_line(message, 1500)}")
+            outcome.details[grade_id] = _one_line(message, 2000)
         else:
             earned = points if index in run.plan else _partial_credit(cell.outputs, points)
             outcome.grades[grade_id] = earned
@@ -460,21 +557,23 @@ def _test_cell_failure(run: _Run, index: int, cell) -> str:
     check is also shown in the cell's outputs."""
     import nbformat
 
-    from dlcourse.grading.probe import judge
+    from dlcourse.grading.bounded import LimitExceeded
 
     error = _error_of(cell)
     if index not in run.ran:
         return "not run (the notebook stopped before this cell)"
     if error:
         return error
-    verdicts = []
-    for number, probe in run.plan.get(index, []):
-        folder = run.base / "out" / "probe" / f"p{number}"
-        verdicts.append(judge(probe.part_id, probe.function, folder if run.probed else None, run.task.seed))
-    failed = [v for v in verdicts if not v.passed]
-    if not failed:
+    if not run.plan.get(index):
         return ""
-    message = _one_line(failed[0].message, 500)
+    try:
+        failed = run.bounded(_judge_cell, run, index, what="the grader's check of your results")
+    except LimitExceeded as breach:
+        run.breaches.append(breach)
+        return f"hidden check stopped: {breach}"
+    if failed is None:
+        return ""
+    message = _one_line(failed, 500)
     cell.outputs.append(nbformat.v4.new_output(
         "error", ename=HIDDEN_CHECK_ENAME, evalue=message,
         traceback=[f"{HIDDEN_CHECK_ENAME}: {message}",
@@ -482,7 +581,19 @@ def _test_cell_failure(run: _Run, index: int, cell) -> str:
                    "compared the results outside your notebook)"]))
     if "passed in the notebook" not in " ".join(run.flags):
         run.flags.append("a test cell passed in the notebook but failed the grader's re-check")
-    return "hidden check failed: " + failed[0].message
+    return "hidden check failed: " + failed
+
+
+def _judge_cell(run: _Run, index: int) -> str | None:
+    """Runs in the bounded child: the first failed verdict's message of the cell's probes, or None."""
+    from dlcourse.grading.probe import judge
+
+    for number, probe in run.plan[index]:
+        folder = run.base / "out" / "probe" / f"p{number}"
+        verdict = judge(probe.part_id, probe.function, folder if run.probed else None, run.task.seed)
+        if not verdict.passed:
+            return verdict.message
+    return None
 
 
 def _status_head(run: _Run) -> tuple[str, str]:
@@ -491,6 +602,9 @@ def _status_head(run: _Run) -> tuple[str, str]:
     if report.get("error"):
         run.flags.append(GRADER_ERROR)
         return "crashed", report["error"]
+    if run.breaches:
+        run.flags.extend(flag for breach in run.breaches for flag in _breach_flags(breach))
+        return "crashed", f"{run.breaches[0]} (a limit of the grader; see docs/grading-security.md)"
     if report.get("killed_at_deadline") or report.get("hard_killed"):
         return "timeout", f"the notebook ran longer than {task.total_timeout} s in all and was stopped"
     if report.get("probe_error"):
@@ -498,6 +612,10 @@ def _status_head(run: _Run) -> tuple[str, str]:
             return "timeout", report["probe_error"]
         run.flags.append(GRADER_ERROR)
         return "crashed", report["probe_error"]
+    if status.get("dead_kernel_cell") == -1:
+        # no line of the notebook has run yet: a busy machine or our own failure
+        run.flags.append(GRADER_ERROR)
+        return "crashed", "the kernel died while starting, before any cell ran; the next run grades it again"
     if status.get("dead_kernel_cell") is not None:
         where = _cell_label(status["dead_kernel_cell"], run.restored.grade_ids)
         exit_code = status.get("kernel_exit")
@@ -614,7 +732,7 @@ def _line(row) -> dict:
 
 
 def _warm() -> int:
-    return _slot()
+    return os.getpid()
 
 
 class _Runner:
@@ -637,10 +755,7 @@ class _Runner:
             import dlcourse.grading.sandbox  # noqa: F401
             import dlcourse.grading.selfcheck  # noqa: F401
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            counter = context.Value("i", 0)
-            workers = self.options.workers or os.cpu_count() or 1
-            self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                            initargs=(counter,))
+            self.pool = ProcessPoolExecutor(max_workers=self.options.worker_count, mp_context=context)
         return self
 
     @staticmethod
@@ -695,7 +810,7 @@ class _Runner:
                                           task.grade_ids, grader_error=True)
 
 
-def _summary(rows: list[dict], stream, elapsed: float, graded_now: int, skipped: int) -> None:
+def _summary(rows: list[dict], stream, elapsed: float, processed: int, skipped: int) -> None:
     if not rows:
         print("no submissions", file=stream)
         return
@@ -704,12 +819,12 @@ def _summary(rows: list[dict], stream, elapsed: float, graded_now: int, skipped:
     print(f"{'-' * width}  {'-' * 8}  {'-' * 11}  {'-' * 6}", file=stream)
     for row in sorted(rows, key=lambda r: r["student"]):
         score = f"{row['score']:g}/{row['max_score']:g}"
-        print(f"{row['student']:<{width}}  {row['status']:<8}  {score:>11}  {_one_line(row['reason'], 100)}",
+        print(f"{row['student']:<{width}}  {row['status']:<8}  {score:>11}  {_one_line(row['reason'], TABLE_REASON)}",
               file=stream)
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
     print("", file=stream)
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n) +
-          f" — {graded_now} graded in this run, {skipped} already graded; {elapsed:.1f} s", file=stream)
+          f" — {processed} processed in this run, {skipped} already graded; {elapsed:.1f} s", file=stream)
 
 
 @dataclass
@@ -765,7 +880,7 @@ class _Assignment:
                          source_sha256=_sha256(self.source_text.encode()), timestamp_text=state["timestamp_text"],
                          source=self.source_text, seed=secrets.randbits(62), timeout=int(options.timeout),
                          total_timeout=options.notebook_timeout, memory_mb=int(options.memory_mb),
-                         sandbox=options.sandbox, max_score=self.max_score, grade_ids=self.grade_ids,
+                         sandbox=options.sandbox, cpus=options.sandbox_cpus, max_score=self.max_score, grade_ids=self.grade_ids,
                          probes={gid: [[p.part_id, p.function] for p in found] for gid, found in self.probes.items()})
 
 
@@ -809,7 +924,7 @@ def grade_assignment(root: Path, assignment: str, options: GradeOptions, stdout=
     return code
 
 
-def _open_course_gradebook(course: _Assignment, options: GradeOptions):
+def _open_course_gradebook(course: _Assignment, options: GradeOptions, console: _Console):
     """Check the sandbox, register the assignment, and open the gradebook."""
     from dlcourse.grading.course import CourseError
     from dlcourse.grading.gradebook import absolute_db_url, course_settings, ensure_assignment, open_gradebook
@@ -818,9 +933,12 @@ def _open_course_gradebook(course: _Assignment, options: GradeOptions):
     db_url = absolute_db_url(options.db_url, Path.cwd()) if options.db_url else default_url
     if not options.scheduler:  # a Dask cluster's machines are checked by their own workers
         from dlcourse.grading.sandbox import preflight
+        from dlcourse.grading.cgroups import unavailable_note
         problem = preflight(options.sandbox)
         if problem:
             raise CourseError(f"{problem} (see docs/grading-security.md; --sandbox none grades without isolation)")
+        if unavailable_note():
+            print(f"note: {unavailable_note()} (see docs/grading-security.md)", file=console.stderr)
     ensure_assignment(course.root, course.name, course.notebook_id, course.source, db_url, course_id)
     return open_gradebook(db_url, course_id)
 
@@ -855,7 +973,7 @@ def _grade_all(course: _Assignment, options: GradeOptions, runner: _Runner, cons
 
     from dlcourse.grading.gradebook import record_result
 
-    gradebook = _open_course_gradebook(course, options)
+    gradebook = _open_course_gradebook(course, options, console)
     try:
         todo, direct, skipped, students = _sort_students(course, options, gradebook, console)
         if options.json:

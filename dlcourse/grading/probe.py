@@ -269,8 +269,10 @@ def judge(part_id: str, function: str, folder: Path | None, seed: int) -> PartVe
         try:
             verdict(part_id, args, got)
         except CheckFailure as failure:
-            result.message = f"{where}: {str(failure)[:300]}"
+            result.message = f"{where}: {str(failure)[:1500]}"
             return result
+        except MemoryError:   # the grader's limit (grade.py judges in a bounded child), not a verdict
+            raise
         except Exception as error:  # the comparison itself choked on what came back
             result.message = f"{where}: returned a value that cannot be compared ({type(error).__name__})"
             return result

@@ -32,6 +32,8 @@ BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 MARKDOWN_STUB = "YOUR ANSWER HERE"
 MISSING_ANSWER = "# (this answer cell was missing from the submission)"
+MAX_PARSED_CELL_CHARS = 256 * 1024   # larger cells run as helper code but are never parsed here
+_DEFINES = re.compile(r"^[ \t]*(?:async[ \t]+def|def|class)[ \t]", re.MULTILINE)
 
 
 @dataclass
@@ -88,6 +90,11 @@ def _normal(text: str) -> str:
 
 
 def _defined_names(text: str) -> frozenset:
+    """The functions and classes a cell defines at top level. Only a cell that can be an answer
+    cell is parsed: at most MAX_PARSED_CELL_CHARS, with a `def` or `class` line (ast.parse
+    needs about 500 bytes of memory per character of a crafted cell)."""
+    if len(text) > MAX_PARSED_CELL_CHARS or not _DEFINES.search(text):
+        return frozenset()
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
@@ -192,6 +199,9 @@ def restore_notebook(student: nbformat.NotebookNode, source: nbformat.NotebookNo
                 restore_tracked(match, cell, "text")
                 continue
             if cell_type == "code":
+                if len(text) > MAX_PARSED_CELL_CHARS:
+                    flags.append(f"a helper cell of {len(text) / 1e6:.1f} MB is over the grader's "
+                                 f"{MAX_PARSED_CELL_CHARS // 1024} KB limit for matching answer cells")
                 names = _defined_names(text)
                 match = next((gid for gid, defined in answer_names.items()
                               if gid not in seen and defined and names == defined), None)

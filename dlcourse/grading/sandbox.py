@@ -19,12 +19,15 @@ Two halves live in this file:
   autograded/), other students' work and the grader's home are not hidden but absent.
   The network namespace has only a loopback interface, and it is down: the kernel talks to
   the executor over ipc (Unix sockets in the work directory).
-  It then starts the executor (executor.py) as an unprivileged uid/gid (61000 + worker
-  slot, no supplementary groups, no_new_privs) with rlimits (address space, processes,
-  CPU time, file size, open files, no core dumps) and a minimal environment, waits until
-  the notebook's time cap, kills every process left in the namespace, and copies the
-  results out through the output folder's descriptor, without following links and with
-  size caps.
+  It then starts the executor (executor.py) as an unprivileged uid/gid (from 61000 up,
+  leased to this one live sandbox on the machine: UidLease; no supplementary groups,
+  no_new_privs) with rlimits (address space, processes, CPU time, file size, open files,
+  no core dumps) and a minimal environment, waits until the notebook's time cap, kills
+  every process left in the namespace, and copies the results out through the output
+  folder's descriptor, without following links, with size and count caps and a deadline.
+
+Where cgroups can be written, the whole sandbox also runs in a cgroup of its own
+(cgroups.py): an even CPU share, a CPU quota, its memory and its process count.
 
 As a normal user (no root), the same happens inside a user namespace; the uid cannot be
 changed to a fresh one there, so the executor enters a nested user namespace as uid 61000
@@ -63,8 +66,13 @@ MAX_NOTEBOOK_BYTES = 8 * 1024 * 1024
 MAX_STATUS_BYTES = 1024 * 1024
 MAX_PROBE_FILE_BYTES = 64 * 1024 * 1024
 MAX_PROBE_TOTAL_BYTES = 256 * 1024 * 1024
-MAX_PROBE_FILES = 4000
+MAX_PROBE_FILES = 4000          # files and folders looked at under probe/out, in all
+COPY_OUT_S = 30                 # the copy-out's own deadline, after the notebook's
 MAX_LOG_BYTES = 32 * 1024
+
+UID_LOCK_DIR = "/run/dlcourse-sandbox-uids"
+UID_SLOTS = 4000
+CGROUP_MEMORY_SLACK_MB = 256    # the sandbox's cgroup: the kernel's limit + the work tmpfs + this
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
@@ -319,9 +327,9 @@ def _copy_file_out(src_dir: int, name: str, dst_dir: int, limit: int, budget: li
         os.close(fd)
 
 
-def _copy_out(work: str, out_fd: int, probes: bool = True) -> list[str]:
+def _copy_out(work: str, out_fd: int, probe_dirs: int, deadline: float, probes: bool = True) -> list[str]:
     """Copy results out of the work directory: the notebook run's (result/), and with
-    `probes` the probe phase's (probe/out/p<k>/)."""
+    `probes` the probe phase's (probe/out/p<k>/, bounded by _copy_probes_out)."""
     problems = []
     try:
         work_fd = _open_dir(work)
@@ -339,38 +347,8 @@ def _copy_out(work: str, out_fd: int, probes: bool = True) -> list[str]:
                 if problem:
                     problems.append(problem)
             os.close(result_fd)
-        if not probes:
-            return problems
-        try:
-            probe_fd = _open_dir("out", _open_dir("probe", work_fd))
-        except OSError:
-            return problems
-        os.mkdir("probe", 0o700, dir_fd=out_fd)
-        dst_probe = _open_dir("probe", out_fd)
-        budget, files = [MAX_PROBE_TOTAL_BYTES], 0
-        for entry in sorted(os.listdir(probe_fd)):
-            if not entry.startswith("p") or not entry[1:].isdigit():
-                continue
-            try:
-                part_fd = _open_dir(entry, probe_fd)
-            except OSError:
-                continue
-            os.mkdir(entry, 0o700, dir_fd=dst_probe)
-            dst_part = _open_dir(entry, dst_probe)
-            for name in sorted(os.listdir(part_fd)):
-                files += 1
-                if files > MAX_PROBE_FILES:
-                    problems.append("probe: too many files")
-                    break
-                if not (name.endswith(".json") or name.endswith(".npy")) or name.startswith(".") or "/" in name:
-                    continue
-                problem = _copy_file_out(part_fd, name, dst_part, MAX_PROBE_FILE_BYTES, budget)
-                if problem:
-                    problems.append(f"probe {entry}/{problem}")
-            os.close(part_fd)
-            os.close(dst_part)
-        os.close(dst_probe)
-        os.close(probe_fd)
+        if probes:
+            problems += _copy_probes_out(work_fd, out_fd, probe_dirs, deadline)
     finally:
         os.close(work_fd)
     return problems
@@ -471,6 +449,55 @@ def _probe_phase(cfg: dict, in_fd: int, work: str) -> str | None:
     return problem
 
 
+def _copy_probes_out(work_fd: int, out_fd: int, probe_dirs: int, deadline: float) -> list[str]:
+    """probe/out/p0 … p<probe_dirs - 1> (the folders the job asked for, nothing else the
+    student made there): their .json and .npy files, with every folder and file counted
+    against MAX_PROBE_FILES, the bytes against MAX_PROBE_TOTAL_BYTES, and a deadline."""
+    try:
+        parent_fd = _open_dir("probe", work_fd)
+    except OSError:
+        return []
+    try:
+        probe_fd = _open_dir("out", parent_fd)
+    except OSError:
+        return []
+    finally:
+        os.close(parent_fd)
+    problems, budget, entries = [], [MAX_PROBE_TOTAL_BYTES], 0
+    os.mkdir("probe", 0o700, dir_fd=out_fd)
+    dst_probe = _open_dir("probe", out_fd)
+    try:
+        for number in range(probe_dirs):
+            part = f"p{number}"
+            try:
+                part_fd = _open_dir(part, probe_fd)
+            except OSError:
+                continue
+            os.mkdir(part, 0o700, dir_fd=dst_probe)
+            dst_part = _open_dir(part, dst_probe)
+            try:
+                with os.scandir(part_fd) as listing:
+                    for entry in listing:
+                        entries += 1
+                        if entries > MAX_PROBE_FILES or time.monotonic() > deadline:
+                            problems.append("probe: too many files" if entries > MAX_PROBE_FILES
+                                            else "probe: the copy-out ran past its deadline")
+                            return problems
+                        name = entry.name
+                        if not (name.endswith(".json") or name.endswith(".npy")) or name.startswith("."):
+                            continue
+                        problem = _copy_file_out(part_fd, name, dst_part, MAX_PROBE_FILE_BYTES, budget)
+                        if problem:
+                            problems.append(f"probe {part}/{problem}")
+            finally:
+                os.close(part_fd)
+                os.close(dst_part)
+    finally:
+        os.close(dst_probe)
+        os.close(probe_fd)
+    return problems
+
+
 def _kill_everything_else() -> None:
     """As PID 1 of the namespace: SIGKILL every other process in it, and reap them all."""
     try:
@@ -549,7 +576,7 @@ def setup_main(config_path: str) -> int:
     tail.join(timeout=2)
     report["run_s"] = round(time.monotonic() - t0, 4)
     t1 = time.monotonic()
-    report["copy_problems"] = _copy_out(work, out_fd, probes=False)
+    report["copy_problems"] = _copy_out(work, out_fd, int(cfg.get("probe_dirs", 0)), t1 + COPY_OUT_S, probes=False)
     try:
         fd = os.open("executor.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=out_fd)
         with os.fdopen(fd, "wb") as handle:
@@ -560,7 +587,8 @@ def setup_main(config_path: str) -> int:
     if cfg.get("probe_deadline_s"):
         t2 = time.monotonic()
         report["probe_error"] = _probe_phase(cfg, in_fd, work)
-        report["probe_copy_problems"] = _copy_out(WORK if cfg["mode"] != "none" else work, out_fd) \
+        report["probe_copy_problems"] = _copy_out(WORK if cfg["mode"] != "none" else work, out_fd,
+                                                  int(cfg.get("probe_dirs", 0)), time.monotonic() + COPY_OUT_S) \
             if report["probe_error"] is None else []
         report["probe_s"] = round(time.monotonic() - t2, 4)
     os.close(in_fd)
@@ -652,7 +680,7 @@ def preflight(mode: str | None = None) -> str | None:
         for sub in ("in", "out", "root"):
             os.mkdir(os.path.join(base, sub))
         report = run_sandboxed(os.path.join(base, "in"), os.path.join(base, "out"), os.path.join(base, "root"),
-                               slot=0, memory_mb=256, cell_timeout=10, total_timeout=20, mode=mode, preflight=True)
+                               memory_mb=256, cell_timeout=10, total_timeout=20, mode=mode, preflight=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     if report.get("error"):
@@ -660,22 +688,90 @@ def preflight(mode: str | None = None) -> str | None:
     return None
 
 
-def run_sandboxed(in_dir: str, out_dir: str, scratch_dir: str, *, slot: int, memory_mb: int, cell_timeout: int,
-                  total_timeout: int, work_mb: int = 512, nproc: int = 128, mode: str | None = None,
-                  preflight: bool = False, probe_deadline: float | None = None) -> dict:
+def _uid_base() -> int:
+    try:
+        return max(1000, int(os.environ.get("DLCOURSE_SANDBOX_UID_BASE", SANDBOX_UID_BASE)))
+    except ValueError:
+        return SANDBOX_UID_BASE
+
+
+def _lock_dir() -> str:
+    """Where the uid locks live: one folder per machine (per user without root), shared by
+    every grading run, process and thread."""
+    if os.geteuid() == 0:
+        return UID_LOCK_DIR
+    import tempfile
+    return os.path.join(tempfile.gettempdir(), f"dlcourse-sandbox-uids-{os.geteuid()}")
+
+
+class UidLease:
+    """A sandbox uid held by this process until release(): an flock'ed lock file per uid, so
+    no two live sandboxes on the machine share one, whichever run, process or thread started
+    them. The kernel drops the lock if the holder dies."""
+
+    def __init__(self, uid: int, fd: int):
+        self.uid, self._fd = uid, fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)   # closing the descriptor releases the flock
+            self._fd = None
+
+    @classmethod
+    def take(cls, check_processes: bool) -> "UidLease":
+        import fcntl
+
+        folder, base = _lock_dir(), _uid_base()
+        os.makedirs(folder, 0o700, exist_ok=True)
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise OSError(errno.EPERM, f"{folder} is not a folder of this user; cannot lease sandbox uids")
+        for slot in range(UID_SLOTS):
+            uid = base + slot
+            fd = os.open(os.path.join(folder, f"{uid}.lock"),
+                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            if check_processes and _processes_of(uid):   # something outside dlcourse runs as it
+                os.close(fd)
+                continue
+            return cls(uid, fd)
+        raise OSError(errno.EAGAIN, f"all {UID_SLOTS} sandbox uids from {base} are in use")
+
+
+def run_sandboxed(in_dir: str, out_dir: str, scratch_dir: str, *, memory_mb: int, cell_timeout: int,
+                  total_timeout: int, work_mb: int = 512, nproc: int = 128, cpus: float = 1.0,
+                  probe_dirs: int = 0, mode: str | None = None, preflight: bool = False,
+                  probe_deadline: float | None = None) -> dict:
     """Run the executor on the job in `in_dir` inside a sandbox; results land in `out_dir`.
 
+    The sandbox gets a uid no other live sandbox has (UidLease) and, where cgroups can be
+    written, a cgroup of its own: `cpus` CPUs, its memory and `nproc` processes (cgroups.py).
+    `probe_dirs`: how many probe/out/p<k> folders the job creates (only those come back).
     With `probe_deadline` (seconds), the probe phase runs after the notebook on the job in
-    `in_dir/probe/` (see probe_runner.py), at most that long. Returns the setup report
-    (setup.json) plus `wall_s`, `hard_killed` and `stderr` (the unshare process's own
-    complaints, if any).
+    `in_dir/probe/` (see probe_runner.py), at most that long.
+    Returns the setup report (setup.json) plus `wall_s`, `hard_killed`, `uid`, `cgroup` and
+    `stderr` (the unshare process's own complaints, if any).
     """
     mode = mode or available_mode()
     try:
-        base = int(os.environ.get("DLCOURSE_SANDBOX_UID_BASE", SANDBOX_UID_BASE))
-    except ValueError:
-        base = SANDBOX_UID_BASE
-    uid = max(1000, base) + (slot % 4000)
+        lease = UidLease.take(check_processes=mode == "root")
+    except OSError as error:
+        return {"error": f"no sandbox uid: {error.strerror or error}", "wall_s": 0.0, "hard_killed": False}
+    try:
+        return _run_leased(lease.uid, in_dir, out_dir, scratch_dir, memory_mb=memory_mb, cell_timeout=cell_timeout,
+                           total_timeout=total_timeout, work_mb=work_mb, nproc=nproc, cpus=cpus,
+                           probe_dirs=probe_dirs, mode=mode, preflight=preflight, probe_deadline=probe_deadline)
+    finally:
+        lease.release()
+
+
+def _run_leased(uid: int, in_dir: str, out_dir: str, scratch_dir: str, *, memory_mb: int, cell_timeout: int,
+                total_timeout: int, work_mb: int, nproc: int, cpus: float, probe_dirs: int, mode: str,
+                preflight: bool, probe_deadline: float | None) -> dict:
     python = sys.executable
     cfg = {"mode": mode, "in_dir": in_dir, "out_dir": out_dir, "root_dir": scratch_dir, "uid": uid, "gid": uid,
            "binds": default_binds(), "python": python,
@@ -683,7 +779,7 @@ def run_sandboxed(in_dir: str, out_dir: str, scratch_dir: str, *, slot: int, mem
            "probe_runner": os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe_runner.py"),
            "probe_deadline_s": probe_deadline, "hide_always": [os.path.join(_package_dir(), "answers")],
            "hide_from_probes": hidden_from_probes(),
-           "work_mb": work_mb, "deadline_s": total_timeout, "preflight": preflight,
+           "work_mb": work_mb, "deadline_s": total_timeout, "preflight": preflight, "probe_dirs": probe_dirs,
            "limits": {"memory_mb": memory_mb, "fsize_mb": min(256, work_mb), "nofile": 1024,
                       "nproc": nproc if mode == "root" else None, "cpu_s": total_timeout + 10}}
     if mode == "none":
@@ -694,6 +790,37 @@ def run_sandboxed(in_dir: str, out_dir: str, scratch_dir: str, *, slot: int, mem
     config_path = os.path.join(os.path.dirname(out_dir), "sandbox.json")
     with open(config_path, "w") as handle:
         json.dump(cfg, handle)
+    from dlcourse.grading import cgroups
+
+    group = cgroups.create(f"dlcourse-sandbox-{uid}", cpus=cpus, pids=nproc,
+                           memory_bytes=(memory_mb + work_mb + CGROUP_MEMORY_SLACK_MB) * 1024 * 1024)
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(_sandbox_command(mode, python, config_path), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=group.enter if group else None)
+        hard_killed = False
+        try:
+            _, stderr = proc.communicate(timeout=total_timeout + (probe_deadline or 0) + 2 * COPY_OUT_S + 30)
+        except subprocess.TimeoutExpired:
+            hard_killed = True
+            proc.kill()   # unshare dies; --kill-child takes the PID namespace with it
+            _, stderr = proc.communicate()
+    finally:
+        if group:
+            group.remove()
+    try:
+        with open(os.path.join(out_dir, "setup.json")) as handle:
+            report = json.load(handle)
+    except (OSError, ValueError):
+        report = {"error": "the sandbox did not report (" + (stderr.decode(errors="replace").strip().splitlines() or
+                                                              [f"exit status {proc.returncode}"])[-1][:200] + ")"}
+    report.update(wall_s=round(time.monotonic() - started, 4), hard_killed=hard_killed, uid=uid,
+                  cgroup=bool(group), returncode=proc.returncode, stderr=stderr.decode(errors="replace")[-2000:])
+    return report
+
+
+def _sandbox_command(mode: str, python: str, config_path: str) -> list[str]:
     setup = [python, "-I", "-S", os.path.abspath(__file__), config_path]
     if mode == "none":
         command = setup
@@ -705,25 +832,7 @@ def run_sandboxed(in_dir: str, out_dir: str, scratch_dir: str, *, slot: int, mem
     setpriv = _which("setpriv")
     if setpriv:  # if this worker dies, its sandbox dies too
         command = [setpriv, "--pdeathsig", "KILL", "--"] + command
-    started = time.monotonic()
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    hard_killed = False
-    try:
-        stdout, stderr = proc.communicate(timeout=total_timeout + (probe_deadline or 0) + 30)
-    except subprocess.TimeoutExpired:
-        hard_killed = True
-        proc.kill()   # unshare dies; --kill-child takes the PID namespace with it
-        stdout, stderr = proc.communicate()
-    report = {}
-    try:
-        with open(os.path.join(out_dir, "setup.json")) as handle:
-            report = json.load(handle)
-    except (OSError, ValueError):
-        report = {"error": "the sandbox did not report (" + (stderr.decode(errors="replace").strip().splitlines() or
-                                                              [f"exit status {proc.returncode}"])[-1][:200] + ")"}
-    report.update(wall_s=round(time.monotonic() - started, 4), hard_killed=hard_killed,
-                  returncode=proc.returncode, stderr=stderr.decode(errors="replace")[-2000:])
-    return report
+    return command
 
 
 if __name__ == "__main__":
