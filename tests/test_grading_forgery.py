@@ -49,9 +49,24 @@ FORGERIES = {
         "dlcourse.checks.check = lambda *args, **kwargs: None\n"
         "check = dlcourse.checks.check\n" + HARDCODED,
         {"dropout_forward_tests"}),
+    # the same tricks by computed names, which no reading of the code finds: the run-time audit does
+    "getattr_patch": (
+        "import importlib\n"
+        "_module = importlib.import_module('numpy.' + 'test' + 'ing')\n"
+        "setattr(_module, 'assert_' + 'allclose', lambda *args, **kwargs: None)\n"
+        "setattr(importlib.import_module('num' + 'py'), 'all' + 'close', lambda *args, **kwargs: True)\n"
+        "def dropout_forward(x, p, mask):\n    return x * mask\n",
+        {"dropout_forward_tests"}),
+    "globals_check": (
+        "import dlcourse\n"
+        "setattr(getattr(dlcourse, 'che' + 'cks'), 'che' + 'ck', lambda *args, **kwargs: None)\n"
+        "globals()['che' + 'ck'] = lambda *args, **kwargs: None\n" + HARDCODED,
+        {"dropout_forward_tests"}),
 }
 TAMPER_WORDS = {"numpy_patch": "patches numpy.testing", "input_transformer": "input/AST transformers",
-                "builtins": "touches builtins", "check_noop": "touches dlcourse.checks"}
+                "builtins": "touches builtins", "check_noop": "touches dlcourse.checks",
+                "getattr_patch": "replaced at run time: numpy.testing.assert_allclose",
+                "globals_check": "replaced at run time: dlcourse.checks.check"}
 
 
 def forger(name: str):

@@ -29,6 +29,46 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 TRUNCATED_NOTE = "\n[output truncated by the grader: more than {limit} of output]\n"
+
+# Runs in the kernel before the notebook: records, as the notebook runs, which modules each
+# cell imports (an audit hook, which no later code can remove) and remembers the objects the
+# tests rely on, so that the epilogue can tell which of them the notebook replaced. Student
+# code can hide its traces from this record (it runs in the same process), never raise its
+# score with it: the record only adds "tampering suspected" notes to the reason.
+AUDIT_PRELUDE = r'''
+def __dlcourse_audit(shell=get_ipython()):
+    import builtins, sys
+    import numpy.testing
+    import dlcourse.checks
+    imports = []
+
+    def hook(event, args, imports=imports, shell=shell):
+        if event == "import" and len(imports) < 5000:
+            imports.append((shell.execution_count, str(args[0])))
+
+    sys.addaudithook(hook)
+    watched = {"numpy.testing." + name: getattr(numpy.testing, name) for name in
+               ("assert_allclose", "assert_array_equal", "assert_array_almost_equal", "assert_equal")}
+    watched.update({"builtins." + name: getattr(builtins, name) for name in
+                    ("isinstance", "len", "print", "open", "exec", "eval", "getattr", "__import__", "compile")})
+    watched["dlcourse.checks.check"] = dlcourse.checks.check
+    hooks = (len(shell.input_transformers_cleanup), len(shell.input_transformers_post), len(shell.ast_transformers))
+
+    def report(path, imports=imports, watched=watched, hooks=hooks, shell=shell):
+        import json, sys, builtins
+        current = {"numpy.testing": sys.modules.get("numpy.testing"), "builtins": builtins,
+                   "dlcourse.checks": sys.modules.get("dlcourse.checks")}
+        patched = [name for name, original in watched.items()
+                   if getattr(current.get(name.rpartition(".")[0]), name.rpartition(".")[2], None) is not original]
+        now = (len(shell.input_transformers_cleanup), len(shell.input_transformers_post), len(shell.ast_transformers))
+        with open(path, "w") as handle:
+            json.dump({"imports": imports[:5000], "patched": patched, "hooks_added": now != hooks}, handle)
+    return report
+
+__dlcourse_audit_report = __dlcourse_audit()
+del __dlcourse_audit
+'''
+AUDIT_EPILOGUE = "__dlcourse_audit_report({path!r})"
 TIMEOUT_ENAME = "CellTimeoutError"
 
 
@@ -253,6 +293,7 @@ async def _run(job: dict, process, connection: str, kernel_started: float, statu
             nb.cells.pop()
         return any(o.get("ename") == TIMEOUT_ENAME for o in cell.get("outputs", []))
 
+    await run_extra(AUDIT_PRELUDE, seconds=30)
     for index, cell in enumerate(list(nb.cells)):
         if cell.cell_type != "code":
             continue
@@ -286,16 +327,23 @@ async def _run(job: dict, process, connection: str, kernel_started: float, statu
             except DeadKernelError:
                 status["dead_kernel_cell"] = index
                 break
+        status["counts"][str(index)] = cell.get("execution_count")
         checkpoint()
     else:
         status["finished"] = True
+        # the audit record, while the kernel still answers (its absence is itself a note)
+        try:
+            await run_extra(AUDIT_EPILOGUE.format(path=os.path.join(os.path.abspath(result_dir), "audit.json")),
+                            seconds=10)
+        except DeadKernelError:
+            pass
 
 
 def run(job: dict) -> dict:
     result_dir = job.get("result_dir", "result")
     os.makedirs(result_dir, exist_ok=True)
     runtime = os.path.abspath(job.get("runtime_dir", ".runtime"))
-    status = {"errors": {}, "timeouts": [], "dead_kernel_cell": None, "kernel_exit": None,
+    status = {"errors": {}, "timeouts": [], "counts": {}, "dead_kernel_cell": None, "kernel_exit": None,
               "unresponsive_cell": None, "truncated": [], "executor_error": None,
               "import_s": None, "kernel_start_s": None, "cells_s": 0.0, "finished": False}
     kernel_started = time.monotonic()

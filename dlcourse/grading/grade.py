@@ -436,6 +436,18 @@ def _map_outputs(run: _Run) -> None:
                 mine.execution_count = count
                 run.ran.add(index)
     run.probed = bool(run.plan) and not run.report.get("error") and run.report.get("probe_error") is None
+    _add_audit_notes(run)
+
+
+def _add_audit_notes(run: _Run) -> None:
+    """Run-time notes (imports, replaced objects) beside the static scan's, once each."""
+    from dlcourse.grading.restore import audit_tampering
+
+    audit = _load_json(run.base / "out" / "audit.json")
+    notes = audit_tampering(audit, run.status.get("counts", {}), run.restored.notebook)
+    if audit is None and run.status.get("finished"):
+        notes.append("the grader's run-time audit record was removed")
+    run.tampering.extend(note for note in notes if note not in run.tampering)
 
 
 def _score(run: _Run) -> tuple[float, float, list[str]]:
@@ -546,10 +558,10 @@ def _decide_status(run: _Run, score: float, manual: float, failures: list[str]) 
     pieces.append(f"{outcome.score:g} of {run.task.max_score:g} points")
     if manual:
         pieces.append(f"{manual:g} awaiting manual grading")
+    if run.tampering:   # before the list of lost parts, which can be long
+        pieces.append("tampering suspected: " + ", ".join(run.tampering))
     if failures:
         pieces.append("lost: " + "; ".join(failures[:4]) + ("; …" if len(failures) > 4 else ""))
-    if run.tampering:
-        pieces.append("tampering suspected: " + ", ".join(run.tampering))
     notes = [f for f in run.flags if f != GRADER_ERROR]
     if notes:
         pieces.append("notes: " + "; ".join(notes[:6]) + ("; …" if len(notes) > 6 else ""))
@@ -569,7 +581,9 @@ def _sane_status(raw) -> dict:
         return [v for v in value if integer(v) is not None][:100] if isinstance(value, list) else []
 
     exit_code = raw.get("kernel_exit")
-    return {"timeouts": integers(raw.get("timeouts")),
+    counts = raw.get("counts") if isinstance(raw.get("counts"), dict) else {}
+    return {"timeouts": integers(raw.get("timeouts")), "finished": raw.get("finished") is True,
+            "counts": {str(k)[:8]: integer(v) for k, v in list(counts.items())[:2000]},
             "truncated": integers(raw.get("truncated")), "dead_kernel_cell": integer(raw.get("dead_kernel_cell")),
             "unresponsive_cell": integer(raw.get("unresponsive_cell")),
             "kernel_exit": exit_code if integer(exit_code) is not None or exit_code == "shutdown" else None,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import nbformat
 
-__all__ = ["Restored", "restore_notebook", "release_text", "scan_tampering", "nbgrader_meta"]
+__all__ = ["Restored", "restore_notebook", "release_text", "scan_tampering", "audit_tampering", "nbgrader_meta"]
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -280,4 +280,41 @@ def scan_tampering(student_code: list[tuple[str, str]]) -> list[str]:
                 if description not in " ".join(found):
                     found.append(label)
                 break
+    return found
+
+
+# --- what the notebook did at run time (the executor's audit record) ----------------------
+
+_WATCHED_IMPORTS = (("dlcourse.answers", "imported the answer key"),
+                    ("dlcourse.grading", "imported the grader"),
+                    ("torch", "imported torch"))
+
+
+def audit_tampering(audit, counts: dict, notebook) -> list[str]:
+    """Notes from the run-time audit record (untrusted: written next to student code, so it
+    can only be trusted when it accuses). `counts` maps a cell's index to its execution count;
+    imports are only held against the student's own cells (answers and helper cells)."""
+    if not isinstance(audit, dict):
+        return []
+    student_counts = {}
+    for index, count in counts.items():
+        cell = notebook.cells[int(index)] if str(index).isdigit() and int(index) < len(notebook.cells) else None
+        if cell is not None and isinstance(count, int) and (nbgrader_meta(cell).get("solution") or not nbgrader_meta(cell)):
+            student_counts[count] = int(index)
+    found = []
+    imports = audit.get("imports") if isinstance(audit.get("imports"), list) else []
+    for item in imports[:5000]:
+        if not (isinstance(item, list) and len(item) == 2 and item[0] in student_counts and isinstance(item[1], str)):
+            continue
+        for prefix, description in _WATCHED_IMPORTS:
+            if item[1] == prefix or item[1].startswith(prefix + "."):
+                note = f"{description} ({item[1][:60]}, in cell {student_counts[item[0]] + 1})"
+                if description not in " ".join(found):
+                    found.append(note)
+    patched = audit.get("patched") if isinstance(audit.get("patched"), list) else []
+    names = [str(name)[:60] for name in patched[:10]]
+    if names:
+        found.append("replaced at run time: " + ", ".join(names))
+    if audit.get("hooks_added") is True:
+        found.append("added IPython input or AST transformers at run time")
     return found

@@ -333,7 +333,8 @@ def _copy_out(work: str, out_fd: int, probes: bool = True) -> list[str]:
         except OSError:
             result_fd = None
         if result_fd is not None:
-            for name, limit in (("notebook.ipynb", MAX_NOTEBOOK_BYTES), ("status.json", MAX_STATUS_BYTES)):
+            for name, limit in (("notebook.ipynb", MAX_NOTEBOOK_BYTES), ("status.json", MAX_STATUS_BYTES),
+                                ("audit.json", MAX_STATUS_BYTES)):
                 problem = _copy_file_out(result_fd, name, out_fd, limit)
                 if problem:
                     problems.append(problem)
