@@ -227,19 +227,29 @@ def test_the_scan_finds_planted_answers(kit, tmp_path):
 
 
 def test_the_wheel_runs_check_without_the_answer_key(kit, tmp_path):
-    """The kit's package alone (unpacked wheel first on the path) runs `dlcourse check` on a
-    solved chapter 7, and its answer key is not importable."""
+    """The kit's wheel, installed alone in a fresh virtual environment (which borrows the
+    dependencies but not the editable course package), runs `dlcourse check` on a solved
+    chapter 7, and its answer key is not importable."""
+    import sysconfig
+
     folder, _ = kit
     [wheel] = list((folder / "wheel").glob("dlcourse-*.whl"))
-    with zipfile.ZipFile(wheel) as members:
-        members.extractall(tmp_path / "site")
-    env = {"PYTHONPATH": str(tmp_path / "site"), "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
-           "HOME": str(tmp_path)}
+    venv = tmp_path / "student"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    packages = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                                   capture_output=True, text=True, check=True).stdout.strip())
+    # the course's virtual environment as a plain path: its packages, without its .pth hooks
+    (packages / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
+                    str(packages), str(wheel)], check=True, timeout=300)
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONNOUSERSITE": "1"}
     probe = ("import importlib.util, dlcourse; print(dlcourse.__file__); "
              "print(importlib.util.find_spec('dlcourse.answers'))")
-    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
-    assert completed.stdout.splitlines() == [str(tmp_path / "site" / "dlcourse" / "__init__.py"), "None"], completed
+    completed = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, env=env, timeout=120,
+                               cwd=tmp_path)
+    assert completed.stdout.splitlines() == [str(packages / "dlcourse" / "__init__.py"), "None"], completed
     notebook = ROOT / "solutions" / "ch07-regularization" / "ch07-regularization.ipynb"
-    completed = subprocess.run([sys.executable, "-m", "dlcourse.cli", "check", str(notebook)], capture_output=True,
+    completed = subprocess.run([str(python), "-m", "dlcourse.cli", "check", str(notebook)], capture_output=True,
                                text=True, env=env, timeout=600, cwd=tmp_path)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
