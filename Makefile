@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test train bench gpu-check browser postgres clean install
+.PHONY: run test train bench gpu-check browser postgres clean install student-kit
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -27,6 +27,12 @@ run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "The book is in _build/html. Open _build/html/index.html, or serve it with"
 	@echo "  $(BIN)/python -m http.server -d _build/html 8000   and visit http://localhost:8000"
+
+# The student kit (dist/student-kit/ and dist/student-kit.zip): the book, exercises/, a wheel
+# without the answer key (dlcourse/answers), a student README. HTML=_build/html reuses a built
+# book; without it the book is built first (as `make run`).
+student-kit: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dlcourse kit dist/student-kit $(if $(HTML),--html $(HTML))
 
 # The browser test drives Debian's chromium, and its Chinese text needs a CJK font (without
 # one every Chinese term renders as boxes, and the test fails); install both where we may
@@ -63,4 +69,4 @@ gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_parity.py --out docs/gpu-parity.md
 
 clean:
-	rm -rf $(VENV) _build .pytest_cache
+	rm -rf $(VENV) _build .pytest_cache dist

@@ -6,7 +6,9 @@
     dlcourse collect ARCHIVE ASSIGNMENT   import an LMS zip into submitted/<student>/<assignment>/
     dlcourse grade ASSIGNMENT [--workers N] [--scheduler ADDRESS] [--db URL] [--timeout S] [--memory MB] [--json]
     dlcourse feedback ASSIGNMENT [--workers N] [--timeout S]   one HTML page per student, offline
-    dlcourse export [--csv FILE]       grades as CSV: nbgrader's columns plus status and reason
+    dlcourse export [--csv FILE]       grades as CSV: nbgrader's columns plus status, reason, similarity
+    dlcourse similarity ASSIGNMENT     the copy report: answers against each other and the course's code
+    dlcourse kit OUT [--html DIR]      the student kit: book, exercises, a wheel without the answer key
 
 Errors a user can fix are printed as one line (`error: …`) with exit status 2.
 """
@@ -113,6 +115,30 @@ def _export(args) -> int:
     return 0
 
 
+def _similarity(args) -> int:
+    from dlcourse.grading.course import find_root
+    from dlcourse.grading.similarity import FLAG_AT, similarity_report
+
+    root = find_root()
+    report = similarity_report(root, args.assignment, out=args.out)
+    for student, entry in sorted(report.scores.items(), key=lambda item: -item[1]["similarity"]):
+        mark = "  flagged" if entry["similarity"] >= FLAG_AT else ""
+        print(f"{student}: {100 * entry['similarity']:.0f}% {entry['closest']}{mark}")
+    for student, reason in sorted(report.skipped.items()):
+        print(f"{student}: not compared: {reason}", file=sys.stderr)
+    print(f"report: {report.path}")
+    return 0
+
+
+def _kit(args) -> int:
+    from dlcourse.grading.course import find_root
+    from dlcourse.grading.kit import build_kit
+
+    folder, archive = build_kit(find_root(), args.out, html=args.html)
+    print(f"student kit: {folder}\narchive: {archive}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dlcourse.grading.feedback import FEEDBACK_TIMEOUT
     from dlcourse.recipes import RECIPES
@@ -181,6 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--assignment", default=None, help="only this assignment (a folder of solutions/)")
     export.add_argument("--db", default=None, help="gradebook URL (default: nbgrader_config.py's)")
     export.set_defaults(handler=_export)
+
+    similarity = commands.add_parser("similarity", help="the copy report: each student's answers against every "
+                                                        "other student's and the course's own code (HTML)")
+    similarity.add_argument("assignment")
+    similarity.add_argument("--out", default=None, help="folder for report.html and scores.json "
+                                                        "(default similarity/<assignment>/)")
+    similarity.set_defaults(handler=_similarity)
+
+    kit = commands.add_parser("kit", help="build the student kit (book, exercises/, a wheel without the answer key, "
+                                          "README) in OUT and OUT.zip")
+    kit.add_argument("out", help="the kit's folder (must not exist, or be an earlier kit)")
+    kit.add_argument("--html", default=None, help="an already built book (_build/html); default: build it")
+    kit.set_defaults(handler=_kit)
     return parser
 
 

@@ -1,13 +1,17 @@
-"""Where grading runs and where grades go: a Dask cluster (LocalCluster), PostgreSQL (a
-throwaway server of Debian's postgresql, started here), and the normal-user sandbox."""
+"""Where grading runs and where grades go: a Dask cluster (LocalCluster, and a scheduler and
+workers started as separate processes with the `dask` command), PostgreSQL (a throwaway
+server of Debian's postgresql, started here), and the normal-user sandbox."""
 from __future__ import annotations
 
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +44,61 @@ def test_grading_on_a_dask_cluster(course):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   host="127.0.0.1") as cluster:
         lines, completed = grade(course, "--scheduler", cluster.scheduler_address)
+    check_three(lines)
+    assert len(outcome_rows(course)) == 3 and hashes(course) == before
+    assert gradebook_scores(course, "ben")["dropout_backward_tests"] == 0
+
+
+DASK_START_SECONDS = 90   # the scheduler and two worker processes start in ~5 s on an idle machine
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End a `dask` command and everything it started (it leads its own process group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+
+
+def _dask_command(log: Path, *args: str) -> subprocess.Popen:
+    dask = Path(sys.executable).parent / "dask"
+    with open(log, "wb") as handle:
+        return subprocess.Popen([str(dask), *args], stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+@pytest.fixture
+def dask_processes(tmp_path):
+    """`dask scheduler` and `dask worker` (two single-threaded worker processes) on 127.0.0.1,
+    as an instructor starts them on grading machines; both are stopped afterwards, and neither
+    outlives the test by more than the --idle-timeout / --death-timeout backstops."""
+    distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    scheduler = _dask_command(tmp_path / "scheduler.log", "scheduler", "--host", "127.0.0.1",
+                              "--port", address.rsplit(":", 1)[1], "--no-dashboard", "--idle-timeout", "900")
+    workers = None
+    try:
+        workers = _dask_command(tmp_path / "worker.log", "worker", address, "--nworkers", "2", "--nthreads", "1",
+                                "--no-dashboard", "--death-timeout", "60", "--local-directory", str(tmp_path))
+        deadline = time.monotonic() + DASK_START_SECONDS
+        with distributed.Client(address, timeout=DASK_START_SECONDS) as client:
+            client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
+            pids = sorted(client.run(os.getpid).values())
+        yield address, pids
+    finally:
+        for process in (workers, scheduler):
+            if process is not None:
+                _stop(process)
+
+
+def test_grading_on_dask_scheduler_and_worker_processes(course, dask_processes):
+    address, worker_pids = dask_processes
+    assert len(worker_pids) == 2 and os.getpid() not in worker_pids
+    before = three_submissions(course)
+    lines, _ = grade(course, "--scheduler", address)
     check_three(lines)
     assert len(outcome_rows(course)) == 3 and hashes(course) == before
     assert gradebook_scores(course, "ben")["dropout_backward_tests"] == 0

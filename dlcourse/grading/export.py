@@ -4,7 +4,8 @@ The columns are those of `nbgrader export` (assignment, duedate, timestamp, stud
 last_name, first_name, email, raw_score, late_submission_penalty, score, max_score), one
 row per assignment and student of the gradebook, computed the same way (a student with no
 submission scores 0), followed by ``status`` and ``reason`` from dlcourse's outcome table
-(empty where dlcourse never graded that pair). Values are quoted properly (csv module).
+(empty where dlcourse never graded that pair), and ``similarity``, the student's highest
+share of answer code found elsewhere by the last `dlcourse similarity` (empty if never run). Values are quoted properly (csv module).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def export_csv(root: Path, path, db_url: str | None = None, assignment: str | No
 
     from dlcourse.grading.course import require_assignment
     from dlcourse.grading.gradebook import absolute_db_url, course_settings, open_gradebook, outcome_rows
+    from dlcourse.grading.similarity import load_scores
 
     if assignment is not None:
         require_assignment(root, assignment)
@@ -38,10 +40,11 @@ def export_csv(root: Path, path, db_url: str | None = None, assignment: str | No
         outcomes = {(r["assignment"], r["student"]): r for r in outcome_rows(gradebook, assignment)}
         with open(target, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(NBGRADER_COLUMNS + ["status", "reason"])
+            writer.writerow(NBGRADER_COLUMNS + ["status", "reason", "similarity"])
             for item in gradebook.assignments:
                 if assignment and item.name != assignment:
                     continue
+                similarity = load_scores(root, item.name)
                 for student in gradebook.students:
                     row = {"assignment": item.name, "duedate": item.duedate, "student_id": student.id,
                            "last_name": student.last_name, "first_name": student.first_name,
@@ -56,7 +59,8 @@ def export_csv(root: Path, path, db_url: str | None = None, assignment: str | No
                                    late_submission_penalty=penalty, score=submission.score - penalty)
                     outcome = outcomes.get((item.name, student.id))
                     writer.writerow([_text(row[c]) for c in NBGRADER_COLUMNS] +
-                                    [outcome["status"] if outcome else "", outcome["reason"] if outcome else ""])
+                                    [outcome["status"] if outcome else "", outcome["reason"] if outcome else "",
+                                     _text(similarity.get(student.id))])
                     count += 1
     finally:
         gradebook.close()
