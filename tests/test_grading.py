@@ -14,7 +14,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from dlcourse.grading.probe import find_probes, judge, probe_code, write_inputs
+from dlcourse.grading.probe import Probe, find_probes, judge, write_probe_job
+from dlcourse.grading.probe_runner import run_unsandboxed
 from dlcourse.grading.restore import restore_notebook, scan_tampering
 from test_grading_support import (A, AUTO, FULL, PARTS, SOURCE, TOTAL, cell_of, correct_notebook, course,  # noqa: F401
                                   expect_full, grade, gradebook_scores, hashes, insert_code, meta, outcome_rows,
@@ -91,12 +92,13 @@ def test_probes_are_read_from_the_source_test_cells():
 
 
 def run_probe_here(tmp_path: Path, part: str, function: str, code: str, seed: int = 7) -> Path:
-    """The probe cell, executed in this process on a student's definition (as the kernel would)."""
-    write_inputs(tmp_path / "in", part, seed)
-    namespace = {}
-    exec(code, namespace)
-    exec(probe_code(function, str(tmp_path / "in"), str(tmp_path / "out"), 3), namespace)
-    return tmp_path / "out"
+    """The probe phase (probe_runner.py, without the sandbox) on a notebook whose only code
+    cell is `code`, followed by the part's test cell; the folder of its results."""
+    test = nbformat.v4.new_code_cell("check()", metadata={"nbgrader": {"grade": True, "solution": False}})
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code), test])
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    write_probe_job(tmp_path / "probe", notebook, {1: [Probe(part, function)]}, seed, timeout=60, isolated=False)
+    return run_unsandboxed(tmp_path, tmp_path / "probe" / "job.json", deadline=120) / "p0"
 
 
 def test_a_correct_function_passes_the_probe(tmp_path):

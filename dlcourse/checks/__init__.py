@@ -1,34 +1,64 @@
-"""Reference checks behind the graded exercises.
+"""The graded parts of the exercises: their cases, tolerances and forbidden shortcuts.
 
 A graded part of an exercise is a function the student writes (`dropout_forward`, …). Its
-`Part` says how to make seeded inputs, how the `dlcourse` reference answers them and how
-close the student's answer must be. The same part serves three callers:
+`Part` says how to make seeded inputs, how close an answer must be, and which library
+implementations of the part's own mechanic the student's function may not call (`forbids`).
+The reference answers are NOT here: they are the answer key, `dlcourse.answers`, which
+lives only on the grader's side (left out of the student kit, absent from the grading
+sandbox). The same part serves four callers:
 
 - the notebook's hidden test cell: `check("ch07.dropout_forward", dropout_forward)`
-  asserts in the kernel, so plain `nbgrader autograde` marks it;
+  compares with the answer key where it is installed (the instructor's course, plain
+  `nbgrader autograde`); without it, `check` runs the function on the cases and leaves the
+  verdict to the grader;
 - `dlcourse grade`, which calls the student's function on inputs drawn with a seed the
-  student never sees, saves only the returned arrays (plain `.npy`), and decides the
+  student never sees, in a probe process where the part's forbidden mechanics are absent
+  (`dlcourse.grading.guard`), saves only the returned arrays (plain `.npy`), and decides the
   verdict in its own process with `verdict()`, where student code cannot reach;
+- `dlcourse check`, which tells a student when a function uses what its part forbids;
 - the tests of this repository, which hold each reference to PyTorch.
 
-Part ids are `chNN.name`; the parts of a chapter live in `dlcourse/checks/chNN.py`.
+Part ids are `chNN.name`; the parts of a chapter live in `dlcourse/checks/chNN.py`, their
+reference answers in `dlcourse/answers/chNN.py`.
 """
 from __future__ import annotations
 
 import copy
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["Part", "part", "get_part", "parts_of", "check", "verdict", "CheckFailure"]
+__all__ = ["Part", "part", "get_part", "parts_of", "check", "verdict", "CheckFailure", "AnswerKeyMissing",
+           "answer_key_available", "ALWAYS_FORBIDDEN"]
 
 _REGISTRY: dict[str, "Part"] = {}
 
 
+# What no graded function may use, whatever its part: the exercises are NumPy, and torch
+# (its layers and its autograd) would answer any of them.
+ALWAYS_FORBIDDEN = ("torch", "dlcourse.answers")
+
+
 class CheckFailure(AssertionError):
     """A student's answer differs from the reference; the message says where and by how much."""
+
+
+class AnswerKeyMissing(LookupError):
+    """The reference answers (`dlcourse.answers`) are not installed here: a student kit or the
+    grading sandbox. Verdicts are decided where they are, by the grader."""
+
+
+def answer_key_available() -> bool:
+    """Whether `dlcourse.answers` is installed here (the grading sandbox mounts an empty
+    directory over it: importable as an empty namespace package, which does not count)."""
+    try:
+        spec = importlib.util.find_spec("dlcourse.answers")
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin not in (None, "namespace")
 
 
 @dataclass
@@ -36,34 +66,59 @@ class Part:
     """One graded function.
 
     make_cases(rng) -> list of argument tuples (arrays and numbers only).
-    reference(*args) -> the expected return value (an array, a number, or a tuple of them).
+    reference(*args) -> the expected return value (an array, a number, or a tuple of them);
+    loaded from the answer key on first use (AnswerKeyMissing where it is not installed).
     compare(got, expected, args) -> None or raise CheckFailure; defaults to `allclose`
     with `rtol`/`atol` and an exact shape match.
+    forbids: dotted names of the library implementations of what the part asks the student
+    to write (`"dlcourse.nn.LSTMCell"`, a module such as `"scipy.signal"`); `torch` is
+    always forbidden (ALWAYS_FORBIDDEN). `asks` says in a few words what the part asks for.
     """
 
     id: str
     function: str
     make_cases: Callable[[np.random.Generator], list]
-    reference: Callable[..., Any]
     rtol: float = 1e-6
     atol: float = 1e-8
     compare: Callable | None = None
     description: str = ""
+    forbids: tuple[str, ...] = ()
+    asks: str = ""
     extra: dict = field(default_factory=dict)
+    _reference: Callable[..., Any] | None = field(default=None, repr=False)
+
+    @property
+    def chapter(self) -> str:
+        return self.id.split(".")[0]
+
+    @property
+    def reference(self) -> Callable[..., Any]:
+        if self._reference is None:
+            try:
+                importlib.import_module(f"dlcourse.answers.{self.chapter}")
+            except ModuleNotFoundError as error:
+                if error.name and not error.name.startswith("dlcourse.answers"):
+                    raise
+                raise AnswerKeyMissing(f"the answer key of {self.id} (dlcourse.answers.{self.chapter}) is not "
+                                       "installed here; hidden checks are decided by the grader") from None
+        if self._reference is None:
+            raise AnswerKeyMissing(f"dlcourse.answers.{self.chapter} has no reference for {self.id}")
+        return self._reference
+
+    @property
+    def all_forbidden(self) -> tuple[str, ...]:
+        return ALWAYS_FORBIDDEN + tuple(name for name in self.forbids if name not in ALWAYS_FORBIDDEN)
 
 
-def part(id: str, function: str, rtol: float = 1e-6, atol: float = 1e-8, compare=None, description: str = ""):
-    """Decorator for a chapter module: `@part("ch07.dropout_forward", "dropout_forward")`
-    on a function `cases(rng)`; the reference is attached with `.reference`."""
+def part(id: str, function: str, rtol: float = 1e-6, atol: float = 1e-8, compare=None, description: str = "",
+         forbids: tuple[str, ...] = (), asks: str = ""):
+    """Decorator for a chapter module: `@part("ch07.dropout_forward", "dropout_forward",
+    forbids=("dlcourse.nn.Dropout",), asks="dropout's forward pass")` on a function
+    `cases(rng)`; the answer key attaches the reference with `dlcourse.answers.reference`."""
     def register(make_cases):
-        registered = Part(id=id, function=function, make_cases=make_cases, reference=None,
-                          rtol=rtol, atol=atol, compare=compare, description=description or make_cases.__doc__ or "")
-        _REGISTRY[id] = registered
-
-        def set_reference(reference):
-            registered.reference = reference
-            return reference
-        make_cases.reference = set_reference
+        _REGISTRY[id] = Part(id=id, function=function, make_cases=make_cases, rtol=rtol, atol=atol, compare=compare,
+                             description=description or make_cases.__doc__ or "", forbids=tuple(forbids),
+                             asks=asks or function.replace("_", " "))
         return make_cases
     return register
 
@@ -139,7 +194,9 @@ def check(part_id: str, student_function, seed: int = 0) -> None:
     """Run the student's function on a part's seeded cases and compare with the reference.
 
     Returns None (nbgrader would read a returned number as partial credit) or raises
-    CheckFailure with a message that names the case and the difference. The arguments are
+    CheckFailure with a message that names the case and the difference. Where the answer
+    key is not installed (a student kit, the grading sandbox) it only runs the function on
+    the cases, so that an error still fails the cell; the grader decides the verdict. The arguments are
     deep-copied before the student sees them, so an in-place change to an input cannot
     alter the reference's answer.
     """
@@ -147,11 +204,14 @@ def check(part_id: str, student_function, seed: int = 0) -> None:
     if not callable(student_function):
         raise CheckFailure(f"{spec.function} is not a function; define it in the cell above")
     all_cases = spec.make_cases(np.random.default_rng(seed))
+    with_key = answer_key_available()
     for number, args in enumerate(all_cases, start=1):
         # A deep copy: a student's in-place change (to an array, a list of arrays or a
         # model) cannot alter what the reference is given.
         student_args = copy.deepcopy(args)
         got = student_function(*student_args)
+        if not with_key:
+            continue  # a student kit or the grading sandbox: the grader decides, outside
         expected = spec.reference(*args)
         where = f"{spec.function}, case {number} of {len(all_cases)} ({', '.join(_describe(a) for a in args)})"
         if spec.compare is not None:

@@ -1,15 +1,15 @@
 """Chapter 2 (neurons, layers, forward propagation): a neuron, a dense layer, a two-layer
 MLP, parameter counts and initialisation bounds.
 
-References come from `dlcourse.nn.Linear`, `dlcourse.nn.Sigmoid`, `dlcourse.nn.Sequential`
-and `dlcourse.nn.init`, which the test suite holds to PyTorch.
+The references (the answer key, `dlcourse.answers`) come from `dlcourse.nn.Linear`,
+`dlcourse.nn.Sigmoid`, `dlcourse.nn.Sequential` and `dlcourse.nn.init`, which the test suite
+holds to PyTorch.
 """
 import numpy as np
 
 from dlcourse import nn
 from dlcourse._random import using_generator
 from dlcourse.checks import part
-from dlcourse.nn import init
 
 
 def _quietly_built(build):
@@ -27,7 +27,8 @@ def _linear(weight, bias):
     return layer
 
 
-@part("ch02.neuron_forward", "neuron_forward")
+@part("ch02.neuron_forward", "neuron_forward", asks="a neuron's forward pass",
+      forbids=("dlcourse.nn.Linear", "dlcourse.nn.Sigmoid"))
 def neuron_forward_cases(rng):
     """One sigmoid neuron: z = w·x + b, a = σ(z); returns (z, a)."""
     cases = []
@@ -38,14 +39,8 @@ def neuron_forward_cases(rng):
     return cases
 
 
-@neuron_forward_cases.reference
-def neuron_forward_reference(x, w, b):
-    z = _linear(w[None, :], np.array([b]))(x)          # (1,): a layer with one output unit
-    a = nn.Sigmoid()(z)
-    return float(z[0]), float(a[0])
-
-
-@part("ch02.dense_forward", "dense_forward")
+@part("ch02.dense_forward", "dense_forward", asks="a dense layer's forward pass",
+      forbids=("dlcourse.nn.Linear",))
 def dense_forward_cases(rng):
     """A dense layer on a batch: Z = X Wᵀ + b with torch's (out, in) weight layout."""
     cases = []
@@ -55,12 +50,8 @@ def dense_forward_cases(rng):
     return cases
 
 
-@dense_forward_cases.reference
-def dense_forward_reference(X, W, b):
-    return _linear(W, b)(X)
-
-
-@part("ch02.mlp_forward", "mlp_forward")
+@part("ch02.mlp_forward", "mlp_forward", asks="an MLP's forward pass",
+      forbids=("dlcourse.nn.Linear", "dlcourse.nn.Sequential", "dlcourse.models.MLP"))
 def mlp_forward_cases(rng):
     """Two sigmoid layers on a batch: A = σ(σ(X W1ᵀ + b1) W2ᵀ + b2)."""
     cases = []
@@ -71,25 +62,12 @@ def mlp_forward_cases(rng):
     return cases
 
 
-@mlp_forward_cases.reference
-def mlp_forward_reference(X, W1, b1, W2, b2):
-    model = nn.Sequential(_linear(W1, b1), nn.Sigmoid(), _linear(W2, b2), nn.Sigmoid())
-    return model(X)
-
-
-@part("ch02.count_parameters", "count_parameters")
+@part("ch02.count_parameters", "count_parameters", asks="counting an MLP's parameters",
+      forbids=("dlcourse.nn.Linear", "dlcourse.models.MLP"))
 def count_parameters_cases(rng):
     """Weights and biases of an MLP of fully connected layers with the given widths."""
     return [((784, 128, 10),), ((2, 1),), ((64, 128, 128, 10),), ((3, 5, 5, 5, 1),),
             (tuple(int(k) for k in rng.integers(1, 40, size=4)),)]
-
-
-@count_parameters_cases.reference
-def count_parameters_reference(layer_sizes):
-    sizes = list(layer_sizes)
-    model = _quietly_built(lambda: nn.Sequential(*[nn.Linear(n_in, n_out, dtype=np.float64)
-                                                   for n_in, n_out in zip(sizes[:-1], sizes[1:])]))
-    return model.num_parameters()
 
 
 class _BoundRecorder:
@@ -108,13 +86,10 @@ def _uniform_bound(init_function, fan_in, fan_out, **kwargs):
     return float(recorder.high)
 
 
-@part("ch02.init_bounds", "init_bounds")
+@part("ch02.init_bounds", "init_bounds", asks='the initialisation bounds',
+      forbids=("dlcourse.nn.init",))
 def init_bounds_cases(rng):
     """Xavier (Glorot) uniform bound and Kaiming (He) uniform bound for ReLU, fan-in mode."""
     return [(784, 128), (1, 1), (3, 1000), (256, 256), (int(rng.integers(1, 500)), int(rng.integers(1, 500)))]
 
 
-@init_bounds_cases.reference
-def init_bounds_reference(fan_in, fan_out):
-    return (_uniform_bound(init.xavier_uniform_, fan_in, fan_out),
-            _uniform_bound(init.kaiming_uniform_, fan_in, fan_out, nonlinearity="relu"))

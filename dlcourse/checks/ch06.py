@@ -1,13 +1,13 @@
 """Chapter 6 (optimizers): one update of SGD with momentum, Nesterov momentum, Adam and RMSprop,
 and gradient clipping by global norm, as pure functions of arrays.
 
-Each reference puts the parameter into a one-parameter Module, sets its gradient and the
-optimizer's state, and steps the `dlcourse.optim` optimizer (or calls
+Each reference (in `dlcourse.answers`) puts the parameter into a one-parameter Module, sets
+its gradient and the optimizer's state, and steps the `dlcourse.optim` optimizer (or calls
 `dlcourse.nn.utils.clip_grad_norm_`); the test suite holds those to `torch.optim`.
 """
 import numpy as np
 
-from dlcourse import nn, optim
+from dlcourse import nn
 from dlcourse.checks import CheckFailure, compare_values, part
 
 
@@ -44,32 +44,22 @@ def _momentum_cases(rng):
     return cases
 
 
-@part("ch06.sgd_momentum_step", "sgd_momentum_step")
+@part("ch06.sgd_momentum_step", "sgd_momentum_step", asks='the momentum step',
+      forbids=("dlcourse.optim.SGD",))
 def sgd_momentum_step_cases(rng):
     """One SGD step with momentum in torch's form (v = μv + g; w −= lr·v); one case is a first step (v = 0)."""
     return _momentum_cases(rng)
 
 
-@sgd_momentum_step_cases.reference
-def sgd_momentum_step_reference(param, grad, velocity, lr, momentum):
-    param, state = _one_step(optim.SGD, param, grad, {"momentum_buffer": velocity}, lr=lr, momentum=momentum)
-    return param, state["momentum_buffer"]
-
-
-@part("ch06.nesterov_step", "nesterov_step")
+@part("ch06.nesterov_step", "nesterov_step", asks='the Nesterov step',
+      forbids=("dlcourse.optim.SGD",))
 def nesterov_step_cases(rng):
     """One SGD step with Nesterov momentum in torch's form (v = μv + g; w −= lr·(g + μv))."""
     return _momentum_cases(rng)
 
 
-@nesterov_step_cases.reference
-def nesterov_step_reference(param, grad, velocity, lr, momentum):
-    param, state = _one_step(optim.SGD, param, grad, {"momentum_buffer": velocity}, lr=lr, momentum=momentum,
-                             nesterov=True)
-    return param, state["momentum_buffer"]
-
-
-@part("ch06.adam_step", "adam_step")
+@part("ch06.adam_step", "adam_step", asks='the Adam step',
+      forbids=("dlcourse.optim.Adam", "dlcourse.optim.AdamW"))
 def adam_step_cases(rng):
     """One Adam step with bias correction at step t (t = 1 from zero moments, later steps from given moments,
     and a large ε that tells where ε belongs)."""
@@ -89,14 +79,8 @@ def adam_step_cases(rng):
     return cases
 
 
-@adam_step_cases.reference
-def adam_step_reference(param, grad, m, v, t, lr, beta1, beta2, eps):
-    param, state = _one_step(optim.Adam, param, grad, {"step": t - 1, "exp_avg": m, "exp_avg_sq": v},
-                             lr=lr, betas=(beta1, beta2), eps=eps)
-    return param, state["exp_avg"], state["exp_avg_sq"]
-
-
-@part("ch06.rmsprop_step", "rmsprop_step")
+@part("ch06.rmsprop_step", "rmsprop_step", asks='the RMSprop step',
+      forbids=("dlcourse.optim.RMSprop",))
 def rmsprop_step_cases(rng):
     """One RMSprop step (s = αs + (1 − α)g²; w −= lr·g / (√s + ε)), from a zero and from a given average."""
     cases = []
@@ -110,13 +94,6 @@ def rmsprop_step_cases(rng):
     return cases
 
 
-@rmsprop_step_cases.reference
-def rmsprop_step_reference(param, grad, square_avg, lr, alpha, eps):
-    param, state = _one_step(optim.RMSprop, param, grad, {"step": 0, "square_avg": square_avg},
-                             lr=lr, alpha=alpha, eps=eps)
-    return param, state["square_avg"]
-
-
 def _compare_clipped(got, expected, args):
     """(clipped, total_norm), where `clipped` may be a list or a tuple of arrays."""
     if not isinstance(got, (tuple, list)) or len(got) != 2:
@@ -128,7 +105,8 @@ def _compare_clipped(got, expected, args):
     compare_values(total_norm, expected[1], 1e-6, 1e-8, "total_norm")
 
 
-@part("ch06.clip_grad_norm", "clip_grad_norm", compare=_compare_clipped)
+@part("ch06.clip_grad_norm", "clip_grad_norm", asks='gradient clipping by norm',
+      forbids=("dlcourse.nn.utils.clip_grad_norm_",), compare=_compare_clipped)
 def clip_grad_norm_cases(rng):
     """Clip a list of gradient arrays by their global 2-norm: several arrays above the limit, one
     below it (unchanged), and a single array."""
@@ -139,8 +117,3 @@ def clip_grad_norm_cases(rng):
     return cases
 
 
-@clip_grad_norm_cases.reference
-def clip_grad_norm_reference(grads, max_norm):
-    module = _Parameters([np.zeros_like(grad) for grad in grads], grads)
-    total_norm = nn.utils.clip_grad_norm_(module, max_norm)
-    return tuple(grad for _, grad in module.named_gradients()), total_norm

@@ -1,13 +1,22 @@
 """Chapter 7 (regularization): dropout and batch normalization, forward and backward.
 
-References come from `dlcourse.nn.Dropout` and `dlcourse.nn.BatchNorm1d`, which the test
-suite holds to PyTorch.
+The references (the answer key, `dlcourse.answers`) come from `dlcourse.nn.Dropout` and
+`dlcourse.nn.BatchNorm1d`, which the test suite holds to PyTorch.
 """
 import numpy as np
 
 from dlcourse import nn
 from dlcourse._random import using_generator
 from dlcourse.checks import part
+
+# Library implementations of the mechanics this chapter's parts ask for (Part.forbids).
+_BATCHNORM_IMPLEMENTATIONS = (
+    "dlcourse.nn.BatchNorm1d",
+    "dlcourse.nn.BatchNorm2d",
+    "dlcourse.nn.LayerNorm",
+    "dlcourse.nn.normalization._BatchNorm",
+    "dlcourse.nn.normalization._normalized_input_backward",
+)
 
 
 class _ReplayMask:
@@ -37,26 +46,18 @@ def _dropout_inputs(rng):
     return cases
 
 
-@part("ch07.dropout_forward", "dropout_forward")
+@part("ch07.dropout_forward", "dropout_forward", asks="dropout's forward pass",
+      forbids=("dlcourse.nn.Dropout",))
 def dropout_forward_cases(rng):
     """Inverted dropout forward with a given keep-mask."""
     return _dropout_inputs(rng)
 
 
-@dropout_forward_cases.reference
-def dropout_forward_reference(x, p, mask):
-    return _run_dropout(x, p, mask)
-
-
-@part("ch07.dropout_backward", "dropout_backward")
+@part("ch07.dropout_backward", "dropout_backward", asks="dropout's backward pass",
+      forbids=("dlcourse.nn.Dropout",))
 def dropout_backward_cases(rng):
     """Inverted dropout backward: the same mask and scale applied to the upstream gradient."""
     return [(rng.standard_normal(x.shape), p, mask) for x, p, mask in _dropout_inputs(rng)]
-
-
-@dropout_backward_cases.reference
-def dropout_backward_reference(grad_output, p, mask):
-    return _run_dropout(np.zeros_like(grad_output), p, mask, grad_output)
 
 
 def _batchnorm(x, gamma, beta, eps):
@@ -74,26 +75,17 @@ def _batchnorm_inputs(rng):
     return cases
 
 
-@part("ch07.batchnorm_forward", "batchnorm_forward")
+@part("ch07.batchnorm_forward", "batchnorm_forward", asks="batch normalization's forward pass",
+      forbids=_BATCHNORM_IMPLEMENTATIONS)
 def batchnorm_forward_cases(rng):
     """Training-mode batch norm of (N, D) features: batch mean, biased variance, γ, β."""
     return _batchnorm_inputs(rng)
 
 
-@batchnorm_forward_cases.reference
-def batchnorm_forward_reference(x, gamma, beta, eps):
-    return _batchnorm(x, gamma, beta, eps)(x)
-
-
-@part("ch07.batchnorm_backward", "batchnorm_backward")
+@part("ch07.batchnorm_backward", "batchnorm_backward", asks="batch normalization's backward pass",
+      forbids=_BATCHNORM_IMPLEMENTATIONS)
 def batchnorm_backward_cases(rng):
     """Training-mode batch norm backward: (dx, dgamma, dbeta)."""
     return [(rng.standard_normal(x.shape), x, gamma, eps) for x, gamma, _, eps in _batchnorm_inputs(rng)]
 
 
-@batchnorm_backward_cases.reference
-def batchnorm_backward_reference(grad_output, x, gamma, eps):
-    layer = _batchnorm(x, gamma, np.zeros_like(gamma), eps)
-    layer(x)
-    grad_input = layer.backward(grad_output)
-    return grad_input, layer.grads["weight"].copy(), layer.grads["bias"].copy()

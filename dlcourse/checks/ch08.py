@@ -1,9 +1,10 @@
 """Chapter 8 (training an MLP end to end): one-hot targets, accuracy, shuffled mini-batches,
 one training step, and a whole training run that must reach a target test accuracy.
 
-References come from `dlcourse.nn.Embedding` (a lookup in the identity matrix is one-hot
-encoding), `dlcourse.train` (its accuracy and its training loop, run for one step) and
-`dlcourse.data.DataLoader`; the test suite holds them to PyTorch.
+The references (the answer key, `dlcourse.answers`) come from `dlcourse.nn.Embedding` (a
+lookup in the identity matrix is one-hot encoding), `dlcourse.train` (its accuracy and its
+training loop, run for one step) and `dlcourse.data.DataLoader`; the test suite holds them
+to PyTorch.
 
 Two parts are not compared with `allclose`:
 - `batch_indices` is compared as a set of batches (which indices share a batch), so the
@@ -19,14 +20,15 @@ import numpy as np
 from dlcourse import nn, optim
 from dlcourse._random import using_generator
 from dlcourse.checks import CheckFailure, compare_values, part
-from dlcourse.data import ArrayDataset, DataLoader, load_digits
+from dlcourse.data import load_digits
 from dlcourse.models import MLP
-from dlcourse.train import _accuracy, fit
+from dlcourse.train import _accuracy
 
 TARGET_TEST_ACCURACY = 0.95
 
 
-@part("ch08.one_hot", "one_hot")
+@part("ch08.one_hot", "one_hot", asks='one-hot encoding',
+      forbids=("dlcourse.nn.Embedding",))
 def one_hot_cases(rng):
     """One-hot rows for integer labels: several sizes, one class only, the last class present."""
     cases = []
@@ -38,13 +40,8 @@ def one_hot_cases(rng):
     return cases
 
 
-@one_hot_cases.reference
-def one_hot_reference(labels, num_classes):
-    identity = nn.Embedding.from_pretrained(np.eye(num_classes))
-    return identity(labels)
-
-
-@part("ch08.accuracy", "accuracy")
+@part("ch08.accuracy", "accuracy", asks='accuracy',
+      forbids=("dlcourse.train._accuracy", "dlcourse.train.evaluate"))
 def accuracy_cases(rng):
     """Fraction of rows whose largest logit is the label: random, all right, none right, one row."""
     cases = []
@@ -54,11 +51,6 @@ def accuracy_cases(rng):
     cases.append((logits, np.argmax(logits, axis=1)))
     cases.append((logits, (np.argmax(logits, axis=1) + 1) % 5))
     return cases
-
-
-@accuracy_cases.reference
-def accuracy_reference(logits, labels):
-    return _accuracy(logits, labels)
 
 
 def _compare_batches(got, expected, args):
@@ -82,19 +74,14 @@ def _compare_batches(got, expected, args):
                            f"np.random.default_rng(seed).permutation(n) into consecutive batches (seed={seed})")
 
 
-@part("ch08.batch_indices", "batch_indices", compare=_compare_batches)
+@part("ch08.batch_indices", "batch_indices", asks='shuffled mini-batches',
+      forbids=("dlcourse.data.DataLoader",), compare=_compare_batches)
 def batch_indices_cases(rng):
     """Shuffled mini-batches of the indices 0…n−1 (seeded): a remainder batch, an exact split,
     one batch only, batches of one."""
     seeds = rng.integers(0, 2**31, size=5)
     return [(10, 4, int(seeds[0])), (12, 3, int(seeds[1])), (5, 8, int(seeds[2])), (7, 1, int(seeds[3])),
             (100, 32, int(seeds[4]))]
-
-
-@batch_indices_cases.reference
-def batch_indices_reference(n, batch_size, seed):
-    loader = DataLoader(ArrayDataset(np.arange(n)), batch_size=batch_size, shuffle=True, seed=seed)
-    return [indices for (indices,) in loader]
 
 
 # ------------------------------------------------------------------------- one training step
@@ -138,7 +125,8 @@ def _compare_train_step(got, expected, args):
         compare_values(state[key], value, 1e-6, 1e-8, f"state_dict[{key!r}] after the step")
 
 
-@part("ch08.train_step", "train_step", compare=_compare_train_step)
+@part("ch08.train_step", "train_step", asks='one training step',
+      forbids=("dlcourse.train.fit",), compare=_compare_train_step)
 def train_step_cases(rng):
     """One step (forward, loss, zero_grad, backward, step) on float64 MLPs with stale gradients:
     plain SGD, SGD with momentum in mid-training, Adam; cross-entropy (with and without label
@@ -151,13 +139,6 @@ def train_step_cases(rng):
                          mid_training=True),
         _train_step_case(rng, (5, (6,), 3, 4), lambda m: optim.SGD(m, lr=0.2), nn.MSELoss(), "one-hot"),
     ]
-
-
-@train_step_cases.reference
-def train_step_reference(model, loss_fn, optimizer, x, y):
-    model, loss_fn, optimizer = copy.deepcopy(_PRISTINE[model])
-    history = fit(model, loss_fn, optimizer, [(x, y)], epochs=1, progress=False)
-    return history.batch_loss[0], model.state_dict()
 
 
 # ------------------------------------------------------------------------- a whole training run
@@ -201,14 +182,11 @@ def _compare_test_accuracy(got, expected, args):
                            f"(trained with seed={args[2]})")
 
 
-@part("ch08.train_digits_mlp", "train_digits_mlp", compare=_compare_test_accuracy)
+@part("ch08.train_digits_mlp", "train_digits_mlp", asks='a training run',
+      forbids=("dlcourse.recipes",), compare=_compare_test_accuracy)
 def train_digits_mlp_cases(rng):
     """Train an MLP on the digits training split with two seeds the student never saw."""
     (x_train, y_train), _ = _digits()
     return [(x_train, y_train, int(seed)) for seed in rng.integers(1, 2**31, size=2)]
 
 
-@train_digits_mlp_cases.reference
-def train_digits_mlp_reference(x_train, y_train, seed):
-    """What any answer must reach: the target accuracy on the fixed test split."""
-    return TARGET_TEST_ACCURACY

@@ -1,19 +1,38 @@
 """Chapter 9 (convolutional networks): the output-size formula, conv2d forward and backward,
 max pooling forward and backward.
 
-References come from `dlcourse.nn.Conv2d` and `dlcourse.nn.MaxPool2d` (and the size formula
-`dlcourse.nn.conv.output_size` that Conv2d uses), which the test suite holds to PyTorch.
-Everything is float64, so the default rtol 1e-6 leaves room only for summation order.
+The references (the answer key, `dlcourse.answers`) come from `dlcourse.nn.Conv2d` and
+`dlcourse.nn.MaxPool2d` (and the size formula `dlcourse.nn.conv.output_size` that Conv2d
+uses), which the test suite holds to PyTorch. Everything is float64, so the default rtol
+1e-6 leaves room only for summation order.
 """
 import numpy as np
 
 from dlcourse import nn
 from dlcourse.checks import part
-from dlcourse.nn.conv import output_size
+
+# Library implementations of the mechanics this chapter's parts ask for (Part.forbids).
+_CONV_IMPLEMENTATIONS = (
+    "dlcourse.nn.Conv2d",
+    "dlcourse.nn.conv.window_view",
+    "dlcourse.nn.conv.add_windows",
+    "scipy.signal",
+    "scipy.ndimage",
+)
+_POOL_IMPLEMENTATIONS = (
+    "dlcourse.nn.MaxPool2d",
+    "dlcourse.nn.AvgPool2d",
+    "dlcourse.nn.pooling._Pool2d",
+    "dlcourse.nn.pooling.reduce_windows",
+    "dlcourse.nn.conv.window_view",
+    "dlcourse.nn.conv.add_windows",
+    "scipy.ndimage",
+)
 
 
 # ---------------------------------------------------------------------- output size
-@part("ch09.conv_output_size", "conv_output_size")
+@part("ch09.conv_output_size", "conv_output_size", asks='the output-size formula',
+      forbids=("dlcourse.nn.conv.output_size", "dlcourse.nn.pooling.pooled_size", "dlcourse.nn.Conv2d"))
 def conv_output_size_cases(rng):
     """⌊(size + 2·padding − kernel) / stride⌋ + 1 for one spatial axis (ints)."""
     fixed = [(32, 3, 1, 1), (28, 5, 1, 0), (7, 3, 2, 1), (8, 3, 2, 0), (5, 5, 1, 0), (1, 3, 1, 1),
@@ -25,11 +44,6 @@ def conv_output_size_cases(rng):
         size = int(rng.integers(max(1, kernel - 2 * padding), 40))
         drawn.append((size, kernel, int(rng.integers(1, 5)), padding))
     return fixed + drawn
-
-
-@conv_output_size_cases.reference
-def conv_output_size_reference(size, kernel, stride, padding):
-    return output_size(size, kernel, stride, 1, 2 * padding)
 
 
 # ---------------------------------------------------------------------- conv2d
@@ -62,18 +76,15 @@ def _conv_inputs(rng):
     return cases
 
 
-@part("ch09.conv2d_forward", "conv2d_forward")
+@part("ch09.conv2d_forward", "conv2d_forward", asks="convolution's forward pass",
+      forbids=_CONV_IMPLEMENTATIONS)
 def conv2d_forward_cases(rng):
     """Conv2d (cross-correlation) of an (N, C, H, W) batch with (F, C, kh, kw) filters, stride, zero padding."""
     return _conv_inputs(rng)
 
 
-@conv2d_forward_cases.reference
-def conv2d_forward_reference(x, w, b, stride, padding):
-    return _conv(w, b, stride, padding)(x)
-
-
-@part("ch09.conv2d_backward", "conv2d_backward")
+@part("ch09.conv2d_backward", "conv2d_backward", asks="convolution's backward pass",
+      forbids=_CONV_IMPLEMENTATIONS)
 def conv2d_backward_cases(rng):
     """Conv2d backward: (dx, dw, db) for an upstream gradient of the output's shape."""
     cases = []
@@ -81,14 +92,6 @@ def conv2d_backward_cases(rng):
         out = _conv(w, b, stride, padding)(x)
         cases.append((rng.standard_normal(out.shape), x, w, stride, padding))
     return cases
-
-
-@conv2d_backward_cases.reference
-def conv2d_backward_reference(grad_output, x, w, stride, padding):
-    layer = _conv(w, np.zeros(w.shape[0]), stride, padding)
-    layer(x)
-    grad_input = layer.backward(grad_output)
-    return grad_input, layer.grads["weight"].copy(), layer.grads["bias"].copy()
 
 
 # ---------------------------------------------------------------------- max pooling
@@ -111,18 +114,15 @@ def _pool_inputs(rng):
     return [(rng.standard_normal(shape), kernel, stride) for shape, kernel, stride in _POOL_SHAPES]
 
 
-@part("ch09.maxpool_forward", "maxpool_forward")
+@part("ch09.maxpool_forward", "maxpool_forward", asks="max pooling's forward pass",
+      forbids=_POOL_IMPLEMENTATIONS)
 def maxpool_forward_cases(rng):
     """Max pooling of an (N, C, H, W) batch with a square window and a stride, no padding."""
     return _pool_inputs(rng)
 
 
-@maxpool_forward_cases.reference
-def maxpool_forward_reference(x, kernel, stride):
-    return nn.MaxPool2d(kernel, stride)(x)
-
-
-@part("ch09.maxpool_backward", "maxpool_backward")
+@part("ch09.maxpool_backward", "maxpool_backward", asks="max pooling's backward pass",
+      forbids=_POOL_IMPLEMENTATIONS)
 def maxpool_backward_cases(rng):
     """Max pooling backward: each output's gradient goes to its window's maximum (summed where windows overlap)."""
     cases = []
@@ -132,8 +132,3 @@ def maxpool_backward_cases(rng):
     return cases
 
 
-@maxpool_backward_cases.reference
-def maxpool_backward_reference(grad_output, x, kernel, stride):
-    layer = nn.MaxPool2d(kernel, stride)
-    layer(x)
-    return layer.backward(grad_output)

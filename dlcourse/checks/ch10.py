@@ -1,13 +1,36 @@
 """Chapter 10 (recurrent networks): one tanh RNN step, the forward pass over a sequence,
 backpropagation through time, and the decay of ‖∂h_T/∂h_t‖ (vanishing gradients).
 
-References come from `dlcourse.nn.RNNCell` and `dlcourse.nn.RNN`, which the test suite holds
-to PyTorch. Everything is float64 (rtol 1e-6).
+The references (the answer key, `dlcourse.answers`) come from `dlcourse.nn.RNNCell` and
+`dlcourse.nn.RNN`, which the test suite holds to PyTorch. Everything is float64 (rtol 1e-6).
 """
 import numpy as np
 
 from dlcourse import nn
 from dlcourse.checks import part
+
+# Library implementations of the mechanics this chapter's parts ask for (Part.forbids).
+# The whole recurrent family: LSTM and GRU share RNN's machinery (RNNBase, the step functions).
+_RECURRENT_IMPLEMENTATIONS = (
+    "dlcourse.nn.RNN",
+    "dlcourse.nn.RNNCell",
+    "dlcourse.nn.LSTM",
+    "dlcourse.nn.LSTMCell",
+    "dlcourse.nn.GRU",
+    "dlcourse.nn.GRUCell",
+    "dlcourse.nn.rnn.RNNBase",
+    "dlcourse.nn.rnn.RNNCellBase",
+    "dlcourse.nn.rnn.rnn_tanh_step",
+    "dlcourse.nn.rnn.rnn_tanh_step_backward",
+    "dlcourse.nn.rnn.rnn_relu_step",
+    "dlcourse.nn.rnn.rnn_relu_step_backward",
+    "dlcourse.nn.rnn.lstm_step",
+    "dlcourse.nn.rnn.lstm_step_backward",
+    "dlcourse.nn.rnn.gru_step",
+    "dlcourse.nn.rnn.gru_step_backward",
+    "dlcourse.models.LSTMLanguageModel",
+    "dlcourse.models.CNNLSTM",
+)
 
 
 def _cell(w_ih, w_hh, b_ih, b_hh):
@@ -34,7 +57,8 @@ def _weights(rng, inputs, hidden, scale):
 
 
 # ---------------------------------------------------------------------- one step
-@part("ch10.rnn_step", "rnn_step")
+@part("ch10.rnn_step", "rnn_step", asks='one RNN step',
+      forbids=_RECURRENT_IMPLEMENTATIONS)
 def rnn_step_cases(rng):
     """h' = tanh(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh) for a batch: x (N, in), h (N, H)."""
     cases = []
@@ -44,11 +68,6 @@ def rnn_step_cases(rng):
         cases.append((rng.standard_normal((n, inputs)), rng.standard_normal((n, hidden)),
                       *_weights(rng, inputs, hidden, scale)))
     return cases
-
-
-@rnn_step_cases.reference
-def rnn_step_reference(x, h, w_ih, w_hh, b_ih, b_hh):
-    return _cell(w_ih, w_hh, b_ih, b_hh)(x, h)
 
 
 # ---------------------------------------------------------------------- a sequence
@@ -69,19 +88,15 @@ def _sequence_inputs(rng):
     return cases
 
 
-@part("ch10.rnn_forward", "rnn_forward")
+@part("ch10.rnn_forward", "rnn_forward", asks='the RNN over a sequence',
+      forbids=_RECURRENT_IMPLEMENTATIONS)
 def rnn_forward_cases(rng):
     """The tanh RNN over a sequence x (T, N, in) from h0 (N, H): (output (T, N, H), h_n (N, H))."""
     return _sequence_inputs(rng)
 
 
-@rnn_forward_cases.reference
-def rnn_forward_reference(x, h0, w_ih, w_hh, b_ih, b_hh):
-    output, h_n = _rnn(w_ih, w_hh, b_ih, b_hh)(x, h0[None])
-    return output, h_n[0]
-
-
-@part("ch10.rnn_backward", "rnn_backward")
+@part("ch10.rnn_backward", "rnn_backward", asks='backpropagation through time',
+      forbids=_RECURRENT_IMPLEMENTATIONS)
 def rnn_backward_cases(rng):
     """Backpropagation through time: (dx, dh0, dW_ih, dW_hh, db_ih, db_hh) for d output (T, N, H)."""
     cases = []
@@ -91,18 +106,9 @@ def rnn_backward_cases(rng):
     return cases
 
 
-@rnn_backward_cases.reference
-def rnn_backward_reference(grad_output, x, h0, w_ih, w_hh, b_ih, b_hh):
-    layer = _rnn(w_ih, w_hh, b_ih, b_hh)
-    layer(x, h0[None])
-    grad_x, grad_h0 = layer.backward(grad_output)
-    grads = layer.grads
-    return (grad_x, grad_h0[0], grads["weight_ih_l0"].copy(), grads["weight_hh_l0"].copy(),
-            grads["bias_ih_l0"].copy(), grads["bias_hh_l0"].copy())
-
-
 # ---------------------------------------------------------------------- vanishing gradients
-@part("ch10.hidden_gradient_norms", "hidden_gradient_norms")
+@part("ch10.hidden_gradient_norms", "hidden_gradient_norms", asks='the gradient norms through time',
+      forbids=_RECURRENT_IMPLEMENTATIONS)
 def hidden_gradient_norms_cases(rng):
     """‖∂h_T/∂h_t‖_F for t = 0 … T−1 of one sequence x (T, in) from h0 (H,)."""
     cases = []
@@ -114,21 +120,3 @@ def hidden_gradient_norms_cases(rng):
     return cases
 
 
-@hidden_gradient_norms_cases.reference
-def hidden_gradient_norms_reference(x, h0, w_ih, w_hh, b_ih, b_hh):
-    """Backpropagate the H unit vectors e_k (the rows of ∂h_T/∂h_T = I) through the cell, one
-    step at a time: after stepping back over h_{t+1}, the H gradients are the rows of ∂h_T/∂h_t."""
-    hidden = h0.shape[0]
-    cell = _cell(w_ih, w_hh, b_ih, b_hh)
-    states = [h0]
-    for x_t in x:
-        states.append(cell(x_t, states[-1]))
-    rows = np.eye(hidden)  # row k: ∂h_T[k]/∂h_s, starting at s = T
-    norms = np.empty(len(x))
-    for t in reversed(range(len(x))):
-        # A batch of H copies of step t + 1 (input x_t, state h_t), one per row.
-        cell(np.repeat(x[t][None], hidden, axis=0), np.repeat(states[t][None], hidden, axis=0))
-        cell.zero_grad()
-        _, rows = cell.backward(rows)
-        norms[t] = np.linalg.norm(rows)
-    return norms

@@ -1,13 +1,37 @@
 """Chapter 11 (LSTM and GRU): the LSTM cell forward and backward (torch's gate order
 i, f, g, o), the LSTM over a sequence and the GRU cell forward (torch's r, z, n).
 
-References come from `dlcourse.nn.LSTMCell`, `dlcourse.nn.LSTM` and `dlcourse.nn.GRUCell`,
-which the test suite holds to PyTorch. Everything is float64 (rtol 1e-6).
+The references (the answer key, `dlcourse.answers`) come from `dlcourse.nn.LSTMCell`,
+`dlcourse.nn.LSTM` and `dlcourse.nn.GRUCell`, which the test suite holds to PyTorch.
+Everything is float64 (rtol 1e-6).
 """
 import numpy as np
 
 from dlcourse import nn
 from dlcourse.checks import part
+
+# Library implementations of the mechanics this chapter's parts ask for (Part.forbids).
+# The whole recurrent family: LSTM and GRU share RNN's machinery (RNNBase, the step functions).
+_RECURRENT_IMPLEMENTATIONS = (
+    "dlcourse.nn.RNN",
+    "dlcourse.nn.RNNCell",
+    "dlcourse.nn.LSTM",
+    "dlcourse.nn.LSTMCell",
+    "dlcourse.nn.GRU",
+    "dlcourse.nn.GRUCell",
+    "dlcourse.nn.rnn.RNNBase",
+    "dlcourse.nn.rnn.RNNCellBase",
+    "dlcourse.nn.rnn.rnn_tanh_step",
+    "dlcourse.nn.rnn.rnn_tanh_step_backward",
+    "dlcourse.nn.rnn.rnn_relu_step",
+    "dlcourse.nn.rnn.rnn_relu_step_backward",
+    "dlcourse.nn.rnn.lstm_step",
+    "dlcourse.nn.rnn.lstm_step_backward",
+    "dlcourse.nn.rnn.gru_step",
+    "dlcourse.nn.rnn.gru_step_backward",
+    "dlcourse.models.LSTMLanguageModel",
+    "dlcourse.models.CNNLSTM",
+)
 
 _CELL_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -44,19 +68,15 @@ def _cell_inputs(rng, gates):
 
 
 # ---------------------------------------------------------------------- LSTM cell
-@part("ch11.lstm_cell_forward", "lstm_cell_forward")
+@part("ch11.lstm_cell_forward", "lstm_cell_forward", asks="the LSTM cell's forward pass",
+      forbids=_RECURRENT_IMPLEMENTATIONS)
 def lstm_cell_forward_cases(rng):
     """One LSTM step, gates i, f, g, o: (h', c') from x (N, in), h (N, H), c (N, H)."""
     return _cell_inputs(rng, 4)
 
 
-@lstm_cell_forward_cases.reference
-def lstm_cell_forward_reference(x, h, c, w_ih, w_hh, b_ih, b_hh):
-    h_new, c_new = _lstm_cell(w_ih, w_hh, b_ih, b_hh)(x, (h, c))
-    return h_new, c_new
-
-
-@part("ch11.lstm_cell_backward", "lstm_cell_backward")
+@part("ch11.lstm_cell_backward", "lstm_cell_backward", asks="the LSTM cell's backward pass",
+      forbids=_RECURRENT_IMPLEMENTATIONS)
 def lstm_cell_backward_cases(rng):
     """One LSTM step backward: (dx, dh, dc, dW_ih, dW_hh, db) from the gradients of h' and c'."""
     cases = []
@@ -65,18 +85,9 @@ def lstm_cell_backward_cases(rng):
     return cases
 
 
-@lstm_cell_backward_cases.reference
-def lstm_cell_backward_reference(grad_h, grad_c, x, h, c, w_ih, w_hh, b_ih, b_hh):
-    cell = _lstm_cell(w_ih, w_hh, b_ih, b_hh)
-    cell(x, (h, c))
-    grad_x, (grad_h_prev, grad_c_prev) = cell.backward(grad_h, grad_c)
-    # b_ih and b_hh are added to the same pre-activation, so their gradients are one array.
-    return (grad_x, grad_h_prev, grad_c_prev, cell.grads["weight_ih"].copy(),
-            cell.grads["weight_hh"].copy(), cell.grads["bias_ih"].copy())
-
-
 # ---------------------------------------------------------------------- LSTM over a sequence
-@part("ch11.lstm_forward", "lstm_forward")
+@part("ch11.lstm_forward", "lstm_forward", asks='the LSTM over a sequence',
+      forbids=_RECURRENT_IMPLEMENTATIONS)
 def lstm_forward_cases(rng):
     """The LSTM over x (T, N, in) from (h0, c0), each (N, H): (output (T, N, H), h_n, c_n)."""
     cases = []
@@ -87,24 +98,11 @@ def lstm_forward_cases(rng):
     return cases
 
 
-@lstm_forward_cases.reference
-def lstm_forward_reference(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    hidden, inputs = w_hh.shape[1], w_ih.shape[1]
-    layer = _load(nn.LSTM(inputs, hidden, dtype=np.float64),
-                  [name + "_l0" for name in _CELL_NAMES], (w_ih, w_hh, b_ih, b_hh))
-    output, (h_n, c_n) = layer(x, (h0[None], c0[None]))
-    return output, h_n[0], c_n[0]
-
-
 # ---------------------------------------------------------------------- GRU cell
-@part("ch11.gru_cell_forward", "gru_cell_forward")
+@part("ch11.gru_cell_forward", "gru_cell_forward", asks="the GRU cell's forward pass",
+      forbids=_RECURRENT_IMPLEMENTATIONS)
 def gru_cell_forward_cases(rng):
     """One GRU step, gates r, z, n (torch's form, r inside n's hidden term): h' from x (N, in), h (N, H)."""
     return _cell_inputs(rng, 3)
 
 
-@gru_cell_forward_cases.reference
-def gru_cell_forward_reference(x, h, w_ih, w_hh, b_ih, b_hh):
-    hidden, inputs = w_hh.shape[1], w_ih.shape[1]
-    cell = _load(nn.GRUCell(inputs, hidden, dtype=np.float64), _CELL_NAMES, (w_ih, w_hh, b_ih, b_hh))
-    return cell(x, h)

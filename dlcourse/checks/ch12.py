@@ -1,8 +1,9 @@
 """Chapter 12 (attention and the Transformer): scaled dot-product attention forward and
 backward, splitting and merging heads, the sinusoidal positional encoding, layer norm.
 
-References come from `dlcourse.nn.ScaledDotProductAttention`, `MultiheadAttention`,
-`PositionalEncoding` and `LayerNorm`, which the test suite holds to PyTorch.
+The references (the answer key, `dlcourse.answers`) come from
+`dlcourse.nn.ScaledDotProductAttention`, `MultiheadAttention`, `PositionalEncoding` and
+`LayerNorm`, which the test suite holds to PyTorch.
 
 Mask convention of the exercise: boolean, True = masked out (this key may NOT be attended
 to), as `torch.nn.MultiheadAttention`'s `attn_mask`. `dlcourse.nn.ScaledDotProductAttention`
@@ -13,6 +14,15 @@ import numpy as np
 
 from dlcourse import nn
 from dlcourse.checks import part
+
+# Library implementations of the mechanics this chapter's parts ask for (Part.forbids).
+_ATTENTION_IMPLEMENTATIONS = (
+    "dlcourse.nn.MultiheadAttention",
+    "dlcourse.nn.attention.ScaledDotProductAttention",
+    "dlcourse.nn.TransformerEncoderLayer",
+    "dlcourse.nn.TransformerEncoder",
+    "dlcourse.models.TransformerClassifier",
+)
 
 
 # ---------------------------------------------------------------------- attention
@@ -55,29 +65,19 @@ def _attention_inputs(rng):
     return cases
 
 
-@part("ch12.attention", "attention")
+@part("ch12.attention", "attention", asks='scaled dot-product attention',
+      forbids=_ATTENTION_IMPLEMENTATIONS)
 def attention_cases(rng):
     """softmax(Q Kᵀ / √d_k, masked) V and the weights, with a boolean mask (True = masked out)."""
     return _attention_inputs(rng)
 
 
-@attention_cases.reference
-def attention_reference(query, key, value, mask):
-    _, output, weights = _attention(query, key, value, mask)
-    return output, weights
-
-
-@part("ch12.attention_backward", "attention_backward")
+@part("ch12.attention_backward", "attention_backward", asks="attention's backward pass",
+      forbids=_ATTENTION_IMPLEMENTATIONS)
 def attention_backward_cases(rng):
     """(dQ, dK, dV) of scaled dot-product attention for an upstream gradient of the output."""
     return [(rng.standard_normal(q.shape[:-1] + v.shape[-1:]), q, k, v, mask)
             for q, k, v, mask in _attention_inputs(rng)]
-
-
-@attention_backward_cases.reference
-def attention_backward_reference(grad_output, query, key, value, mask):
-    layer, _, _ = _attention(query, key, value, mask)
-    return layer.backward(grad_output)
 
 
 # ---------------------------------------------------------------------- heads
@@ -107,7 +107,8 @@ def _identity_attention(embed_dim, num_heads, stand_in):
     return layer
 
 
-@part("ch12.split_heads", "split_heads")
+@part("ch12.split_heads", "split_heads", asks='splitting into heads',
+      forbids=_ATTENTION_IMPLEMENTATIONS)
 def split_heads_cases(rng):
     """(N, L, E) → (N, h, L, E/h), as MultiheadAttention splits its projections."""
     return [(rng.standard_normal((n, length, embed)), heads)
@@ -115,44 +116,24 @@ def split_heads_cases(rng):
                                             (2, 2, 12, 4)]]
 
 
-@split_heads_cases.reference
-def split_heads_reference(x, num_heads):
-    stand_in = _AttentionStandIn()
-    layer = _identity_attention(x.shape[-1], num_heads, stand_in)
-    layer(x, x, x, need_weights=False)
-    return stand_in.seen_query
-
-
-@part("ch12.merge_heads", "merge_heads")
+@part("ch12.merge_heads", "merge_heads", asks='merging the heads',
+      forbids=_ATTENTION_IMPLEMENTATIONS)
 def merge_heads_cases(rng):
     """(N, h, L, D) → (N, L, h·D), as MultiheadAttention concatenates its heads."""
     return [(rng.standard_normal(shape),)
             for shape in [(2, 2, 3, 4), (1, 3, 5, 2), (3, 4, 1, 1), (2, 1, 4, 6), (2, 4, 2, 3)]]
 
 
-@merge_heads_cases.reference
-def merge_heads_reference(x):
-    n, heads, length, head_dim = x.shape
-    layer = _identity_attention(heads * head_dim, heads, _AttentionStandIn(heads=x))
-    queries = np.zeros((n, length, heads * head_dim))
-    output, _ = layer(queries, queries, queries, need_weights=False)
-    return output
-
-
 # ---------------------------------------------------------------------- positions, layer norm
-@part("ch12.positional_encoding", "positional_encoding")
+@part("ch12.positional_encoding", "positional_encoding", asks='the sinusoidal positional encoding',
+      forbids=("dlcourse.nn.PositionalEncoding",))
 def positional_encoding_cases(rng):
     """The sinusoidal table PE (length, d_model), including an odd d_model and length 1."""
     return [(10, 8), (1, 4), (50, 16), (7, 5), (int(rng.integers(2, 30)), 2 * int(rng.integers(1, 12)))]
 
 
-@positional_encoding_cases.reference
-def positional_encoding_reference(length, d_model):
-    encoding = nn.PositionalEncoding(d_model, max_len=length)
-    return encoding(np.zeros((length, d_model)))
-
-
-@part("ch12.layer_norm", "layer_norm")
+@part("ch12.layer_norm", "layer_norm", asks='layer normalization',
+      forbids=("dlcourse.nn.LayerNorm", "dlcourse.nn.normalization._normalized_input_backward"))
 def layer_norm_cases(rng):
     """Layer norm over the last axis of (*, D), with γ and β; D = 1 included."""
     cases = []
@@ -163,9 +144,3 @@ def layer_norm_cases(rng):
     return cases
 
 
-@layer_norm_cases.reference
-def layer_norm_reference(x, gamma, beta, eps):
-    layer = nn.LayerNorm(x.shape[-1], eps=eps, dtype=np.float64)
-    layer.weight[...] = gamma
-    layer.bias[...] = beta
-    return layer(x)

@@ -2,20 +2,18 @@
 and its gradient, Gaussian and masking noise for a denoising autoencoder, and training an
 autoencoder that beats PCA on the digits.
 
-References come from `dlcourse.models.Autoencoder`, `dlcourse.nn.MSELoss`,
-`dlcourse.nn.Dropout` (masking noise is dropout without the 1/(1 − p) rescaling), the
-denoising recipe's corruption (`dlcourse.recipes._NoisyLoader`) and
+The references (the answer key, `dlcourse.answers`) come from `dlcourse.models.Autoencoder`,
+`dlcourse.nn.MSELoss`, `dlcourse.nn.Dropout` (masking noise is dropout without the 1/(1 − p)
+rescaling), the denoising recipe's corruption (`dlcourse.recipes._NoisyLoader`) and
 `dlcourse.recipes.pca_reconstruction_mse`; the test suite holds them to PyTorch.
 """
 from functools import lru_cache
 
 import numpy as np
 
-from dlcourse import data, nn
-from dlcourse._random import using_generator
+from dlcourse import data
 from dlcourse.checks import CheckFailure, part
 from dlcourse.models import Autoencoder
-from dlcourse.recipes import _NoisyLoader, pca_reconstruction_mse
 
 HIDDEN = 32            # the hidden width of the trained autoencoder: Autoencoder(64, k, hidden=(32,))
 
@@ -44,7 +42,8 @@ def _autoencoder(weights):
     return model
 
 
-@part("ch13.autoencoder_forward", "autoencoder_forward")
+@part("ch13.autoencoder_forward", "autoencoder_forward", asks="the autoencoder's forward pass",
+      forbids=("dlcourse.models.Autoencoder", "dlcourse.models.ConvAutoencoder"))
 def autoencoder_forward_cases(rng):
     """Dense autoencoder D → H → k → H → D (ReLU hidden layers, linear code, Sigmoid output):
     returns (code, reconstruction)."""
@@ -59,24 +58,11 @@ def autoencoder_forward_cases(rng):
     return cases
 
 
-@autoencoder_forward_cases.reference
-def autoencoder_forward_reference(x, w1, b1, w2, b2, w3, b3, w4, b4):
-    model = _autoencoder((w1, b1, w2, b2, w3, b3, w4, b4))
-    code = model.encode(x)
-    return code, model.decode(code)
-
-
-@part("ch13.reconstruction_mse", "reconstruction_mse")
+@part("ch13.reconstruction_mse", "reconstruction_mse", asks='the reconstruction error',
+      forbids=("dlcourse.nn.MSELoss",))
 def reconstruction_mse_cases(rng):
     """Mean squared error over every entry and its gradient with respect to the reconstruction."""
     return [(rng.random(shape), rng.random(shape)) for shape in [(4, 64), (1, 1), (3, 2, 5), (7, 3)]]
-
-
-@reconstruction_mse_cases.reference
-def reconstruction_mse_reference(reconstruction, x):
-    loss_fn = nn.MSELoss()
-    loss = loss_fn(reconstruction, x)
-    return float(loss), loss_fn.backward()
 
 
 def _images(rng, shape):
@@ -84,33 +70,20 @@ def _images(rng, shape):
     return np.clip(rng.random(shape) * 1.4 - 0.2, 0, 1)
 
 
-@part("ch13.gaussian_noise", "gaussian_noise")
+@part("ch13.gaussian_noise", "gaussian_noise", asks='Gaussian corruption',
+      forbids=("dlcourse.recipes",))
 def gaussian_noise_cases(rng):
     """clip(x + σ z, 0, 1) for given standard normal draws z."""
     return [(_images(rng, shape), rng.standard_normal(shape), std)
             for shape, std in [((4, 64), 0.3), ((2, 5), 0.1), ((3, 4), 0.0), ((1, 8), 1.0)]]
 
 
-@gaussian_noise_cases.reference
-def gaussian_noise_reference(x, z, noise_std):
-    corrupt = _NoisyLoader([(x, x)], noise_std, seed=0)
-    corrupt._rng = _Replay(z)
-    noisy, _ = next(iter(corrupt))
-    return noisy
-
-
-@part("ch13.masking_noise", "masking_noise")
+@part("ch13.masking_noise", "masking_noise", asks='masking corruption',
+      forbids=("dlcourse.recipes",))
 def masking_noise_cases(rng):
     """x where u < 1 − p, 0 elsewhere (dropout's draw, without dropout's rescaling)."""
     return [(_images(rng, shape), rng.random(shape), p)
             for shape, p in [((4, 64), 0.25), ((2, 5), 0.5), ((3, 4), 0.0), ((1, 8), 0.75)]]
-
-
-@masking_noise_cases.reference
-def masking_noise_reference(x, u, drop_p):
-    dropout = nn.Dropout(drop_p)
-    with using_generator(_Replay(u)):
-        return dropout(x) * (1 - drop_p)
 
 
 # ---------------------------------------------------------------------- training to a target
@@ -159,14 +132,11 @@ def _compare_to_pca(got, pca_mse, args):
                            f"with {code_size} components (train longer, or check the training loop)")
 
 
-@part("ch13.train_autoencoder", "train_autoencoder", compare=_compare_to_pca)
+@part("ch13.train_autoencoder", "train_autoencoder", asks='training an autoencoder',
+      forbids=("dlcourse.recipes", "sklearn.decomposition"), compare=_compare_to_pca)
 def train_autoencoder_cases(rng):
     """Train Autoencoder(64, k, hidden=(32,)) on the digits; its test MSE must beat PCA with k components."""
     x_train = _digits()[0]
     return [(x_train.copy(), 8, int(rng.integers(0, 10_000))), (x_train.copy(), 4, int(rng.integers(0, 10_000)))]
 
 
-@train_autoencoder_cases.reference
-def train_autoencoder_reference(x_train, code_size, seed):
-    """The target: the test MSE of PCA with `code_size` components fitted on `x_train`."""
-    return pca_reconstruction_mse(x_train, _digits()[1], code_size)

@@ -1,4 +1,4 @@
-"""The executor: runs one restored notebook and its probes in a fresh kernel.
+"""The executor: runs one restored notebook in a fresh kernel.
 
 It runs INSIDE the sandbox (see sandbox.py) as the unprivileged grading user, started as a
 script (``python -I executor.py job.json``) so that it imports nothing from the course.
@@ -9,8 +9,7 @@ executor's own start-up hides behind the kernel's. It writes, in its work direct
 - ``result/notebook.ipynb``: the executed notebook, re-written after every cell (so that a
   notebook stopped half-way still shows what ran), outputs capped per cell and in total;
 - ``result/status.json``: which cells raised, timed out, where the kernel died, timings;
-- ``probe/out/p<k>/``: what each probe saved (written by the probe code in the kernel,
-  right after the test cell it belongs to).
+(The graded functions are called later, in a process of their own: probe_runner.py.)
 
 Everything here is produced next to student code running under the same uid, so the grader
 treats it as untrusted data: it never unpickles it, caps its size, and decides points only
@@ -241,7 +240,7 @@ async def _run(job: dict, process, connection: str, kernel_started: float, statu
     status["kernel_start_s"] = round(time.monotonic() - kernel_started, 4)
 
     async def run_extra(source: str, seconds: int | None = None) -> bool:
-        """Run code that is not part of the notebook (probes, a liveness check); True if it timed out."""
+        """Run code that is not part of the notebook (a liveness check); True if it timed out."""
         cell = nbformat.v4.new_code_cell(source=source)
         nb.cells.append(cell)
         saved = client.timeout
@@ -254,7 +253,6 @@ async def _run(job: dict, process, connection: str, kernel_started: float, statu
             nb.cells.pop()
         return any(o.get("ename") == TIMEOUT_ENAME for o in cell.get("outputs", []))
 
-    probes = {int(k): v for k, v in job.get("probes", {}).items()}
     for index, cell in enumerate(list(nb.cells)):
         if cell.cell_type != "code":
             continue
@@ -288,18 +286,6 @@ async def _run(job: dict, process, connection: str, kernel_started: float, statu
             except DeadKernelError:
                 status["dead_kernel_cell"] = index
                 break
-        elif index in probes:
-            t1 = time.monotonic()
-            try:
-                for probe in probes[index]:
-                    if await run_extra(probe["code"]):
-                        break
-                status["probed"].append(index)
-            except DeadKernelError:
-                status["dead_kernel_cell"] = index
-                break
-            finally:
-                status["probes_s"] = round(status["probes_s"] + time.monotonic() - t1, 4)
         checkpoint()
     else:
         status["finished"] = True
@@ -310,8 +296,8 @@ def run(job: dict) -> dict:
     os.makedirs(result_dir, exist_ok=True)
     runtime = os.path.abspath(job.get("runtime_dir", ".runtime"))
     status = {"errors": {}, "timeouts": [], "dead_kernel_cell": None, "kernel_exit": None,
-              "unresponsive_cell": None, "probed": [], "truncated": [], "executor_error": None,
-              "import_s": None, "kernel_start_s": None, "cells_s": 0.0, "probes_s": 0.0, "finished": False}
+              "unresponsive_cell": None, "truncated": [], "executor_error": None,
+              "import_s": None, "kernel_start_s": None, "cells_s": 0.0, "finished": False}
     kernel_started = time.monotonic()
     process, connection = start_kernel(runtime, job.get("kernel_name", "python3"))
     checkpoint_box: list = []

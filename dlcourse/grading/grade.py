@@ -29,12 +29,13 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 sys.modules.setdefault("rfc3987_syntax", None)  # see executor.py: seconds of import time, unused
 
-__all__ = ["GradeOptions", "grade_assignment", "grade_submission", "STATUSES", "read_submission"]
+__all__ = ["GradeOptions", "GradeTask", "GradeOutcome", "grade_assignment", "grade_submission", "STATUSES",
+           "read_submission", "source_notebook"]
 
 STATUSES = ("graded", "timeout", "crashed", "invalid", "missing")
 MAX_SUBMISSION_BYTES = 50 * 1024 * 1024
@@ -215,214 +216,346 @@ def _error_of(cell) -> str:
     return ""
 
 
-def _result_base(task: dict) -> dict:
-    return {"student": task["student"], "assignment": task["assignment"], "notebook_id": task["notebook_id"],
-            "status": "crashed", "reason": "", "score": 0.0, "max_score": task["max_score"], "grades": {},
-            "unanswered": {}, "flags": [], "details": {}, "notebook": None, "seed": task["seed"],
-            "sha256": task["sha256"], "source_sha256": task["source_sha256"],
-            "timestamp_text": task.get("timestamp_text"), "timings": {}}
+# ----------------------------------------------------------------------------------------
+# one submission: the task a worker gets and the outcome it returns
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class GradeTask:
+    """One submission to grade: all that a worker needs (plain values, so it travels to a
+    process pool or a Dask worker as a dict)."""
+    student: str
+    assignment: str
+    notebook_id: str
+    display: str                      # submitted/<student>/<assignment>/<notebook>.ipynb, for messages
+    data: bytes | None                # the notebook file as handed in (None: missing or invalid)
+    sha256: str | None
+    source_sha256: str
+    timestamp_text: str | None
+    source: str                       # the source notebook's JSON text
+    seed: int                         # the secret seed of the hidden probes
+    timeout: int                      # seconds per cell
+    total_timeout: int                # seconds per notebook
+    memory_mb: int
+    sandbox: str | None
+    max_score: float
+    grade_ids: list[str]
+    probes: dict[str, list[list[str]]]   # grade_id -> [[part id, function name], …]
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GradeTask":
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
 
 
-def grade_submission(task: dict) -> dict:
-    """Grade one submission (runs in a worker process or on a Dask worker); a plain dict back."""
+@dataclass
+class GradeOutcome:
+    """What grading one submission decided; the parent records it (gradebook.record_result)."""
+    student: str
+    assignment: str
+    notebook_id: str
+    max_score: float
+    seed: int | None
+    sha256: str | None
+    source_sha256: str | None
+    timestamp_text: str | None
+    status: str = "crashed"           # one of STATUSES
+    reason: str = ""
+    score: float = 0.0
+    grades: dict = field(default_factory=dict)      # grade_id -> points (None: graded by hand)
+    unanswered: dict = field(default_factory=dict)  # answer grade_id -> left as released
+    flags: list = field(default_factory=list)
+    details: dict = field(default_factory=dict)     # grade_id -> what happened; or a traceback
+    notebook: str | None = None                     # the autograded notebook's JSON text
+    timings: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, task: GradeTask) -> "GradeOutcome":
+        return cls(student=task.student, assignment=task.assignment, notebook_id=task.notebook_id,
+                   max_score=task.max_score, seed=task.seed, sha256=task.sha256,
+                   source_sha256=task.source_sha256, timestamp_text=task.timestamp_text)
+
+    def fail(self, status: str, reason: str, grade_ids, grader_error: bool = False) -> "GradeOutcome":
+        """No points: `status` with `reason`; `grader_error` marks it as ours (re-graded next run)."""
+        self.status, self.score = status, 0.0
+        self.reason = _one_line(reason, MAX_REASON)
+        self.grades = {gid: 0.0 for gid in grade_ids}
+        if grader_error:
+            self.flags = [GRADER_ERROR]
+        return self
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GradeOutcome":
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+def grade_submission(task: dict | GradeTask) -> dict:
+    """Grade one submission (runs in a worker process or on a Dask worker); a plain dict back
+    (GradeOutcome.to_dict)."""
+    task = task if isinstance(task, GradeTask) else GradeTask.from_dict(task)
     started = time.monotonic()
-    result = _result_base(task)
+    outcome = GradeOutcome.of(task)
     try:
-        _grade(task, result)
+        _grade(task, outcome)
     except Exception as error:  # a bug of ours must not cost the batch
-        result.update(status="crashed", score=0.0, grades={gid: 0.0 for gid in task["grade_ids"]}, flags=[GRADER_ERROR],
-                      reason=_one_line(f"internal grader error: {type(error).__name__}: {error}", MAX_REASON))
-        result["details"] = {"traceback": traceback.format_exc()[-2000:]}
-    result["timings"]["wall_s"] = round(time.monotonic() - started, 4)
-    executed = result["timings"].get("notebook_s")
+        outcome.fail("crashed", f"internal grader error: {type(error).__name__}: {error}", task.grade_ids,
+                     grader_error=True)
+        outcome.details = {"traceback": traceback.format_exc()[-2000:]}
+    outcome.timings["wall_s"] = round(time.monotonic() - started, 4)
+    executed = outcome.timings.get("notebook_s")
     if executed is not None:
-        result["timings"]["overhead_s"] = round(result["timings"]["wall_s"] - executed, 4)
-    return result
+        outcome.timings["overhead_s"] = round(outcome.timings["wall_s"] - executed, 4)
+    return outcome.to_dict()
 
 
-def _grade(task: dict, result: dict) -> None:
-    import nbformat
+@dataclass
+class _Run:
+    """What one grading learns, step by step (private to the worker)."""
+    task: GradeTask
+    outcome: GradeOutcome
+    base: Path                                    # in/ (the job), out/ (what came back), root/
+    graded: dict                                  # grade_id -> (source cell, points) of graded cells
+    restored: object = None                       # restore.Restored
+    flags: list = field(default_factory=list)
+    tampering: list = field(default_factory=list)
+    plan: dict = field(default_factory=dict)      # restored cell index -> [(probe number, Probe)]
+    mode: str = "root"                            # the sandbox: root, userns or none
+    report: dict = field(default_factory=dict)    # the sandbox's setup report
+    status: dict = field(default_factory=dict)    # the executor's status.json, sanitized
+    readable: bool = False                        # the executed notebook came back, cell for cell
+    ran: set = field(default_factory=set)         # cells with an execution count
+    probed: bool = False                          # the probe phase ran to its end
 
-    from dlcourse.grading.probe import Probe, judge, probe_code, write_inputs
-    from dlcourse.grading.restore import restore_notebook, scan_tampering
-    from dlcourse.grading.sandbox import run_sandboxed
-    from dlcourse.grading.selfcheck import NotebookError, read_notebook
 
-    source = nbformat.reads(task["source"], as_version=4)
-    grade_cells = {}
+def _graded_cells(source) -> dict:
+    graded = {}
     for cell in source.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if meta.get("grade") and meta.get("grade_id"):
-            grade_cells[meta["grade_id"]] = (cell, float(meta.get("points", 0)))
-    result["grades"] = {gid: 0.0 for gid in grade_cells}
+            graded[meta["grade_id"]] = (cell, float(meta.get("points", 0)))
+    return graded
 
-    base = Path(tempfile.mkdtemp(prefix="dlcourse-grade-"))
+
+def _grade(task: GradeTask, outcome: GradeOutcome) -> None:
+    import nbformat
+
+    source = nbformat.reads(task.source, as_version=4)
+    run = _Run(task, outcome, Path(tempfile.mkdtemp(prefix="dlcourse-grade-")), _graded_cells(source))
+    outcome.grades = {gid: 0.0 for gid in run.graded}
     try:
-        # 1. a readable nbformat-4 notebook?
-        raw = base / f"{task['notebook_id']}.ipynb"
-        raw.write_bytes(task["data"])
-        try:
-            student = read_notebook(raw)
-        except NotebookError as error:
-            result.update(status="invalid", reason=_one_line(str(error).replace(str(raw), task["display"]), MAX_REASON))
+        student = _read_student(run)
+        if student is None:
             return
-        # 2. restore from the source; probes for each test cell
-        restored = restore_notebook(student, source)
-        flags = list(restored.flags)
-        tampering = scan_tampering(restored.student_code)
-        probes = {gid: [Probe(part, function) for part, function in found] for gid, found in task["probes"].items()}
-        (base / "in").mkdir()
-        (base / "out").mkdir()
-        (base / "root").mkdir()
-        job_probes: dict[str, list] = {}
-        plan: dict[int, list] = {}
-        number = 0
-        for index, grade_id in restored.grade_ids.items():
-            for probe in probes.get(grade_id, []):
-                count = write_inputs(base / "in" / "probe" / "in" / f"p{number}", probe.part_id, task["seed"])
-                job_probes.setdefault(str(index), []).append(
-                    {"part": probe.part_id,
-                     "code": probe_code(probe.function, f"probe/in/p{number}", f"probe/out/p{number}", count)})
-                plan.setdefault(index, []).append((number, probe))
-                number += 1
-        (base / "in" / "probe" / "out").mkdir(parents=True)
-        nbformat.write(restored.notebook, base / "in" / "notebook.ipynb")
-        kernel = source.metadata.get("kernelspec", {}).get("name", "python3")
-        job = {"notebook": "notebook.ipynb", "kernel_name": kernel, "timeout": task["timeout"],
-               "probes": job_probes, "cell_output_cap": 100_000, "total_output_cap": 1_000_000,
-               "startup_timeout": 60}
-        (base / "in" / "job.json").write_text(json.dumps(job))
-
-        # 3. run it, sandboxed
-        report = run_sandboxed(str(base / "in"), str(base / "out"), str(base / "root"), slot=_slot(),
-                               memory_mb=task["memory_mb"], cell_timeout=task["timeout"],
-                               total_timeout=task["total_timeout"], mode=task.get("sandbox"))
-        status = _sane_status(_load_json(base / "out" / "status.json"))
-        executed = _load_json(base / "out" / "notebook.ipynb")
-        timings = result["timings"]
-        timings.update(sandbox_s=report.get("wall_s"), setup_s=report.get("setup_s"),
-                       kernel_start_s=_num(status.get("kernel_start_s")), cells_s=_num(status.get("cells_s")),
-                       probes_s=_num(status.get("probes_s")), executor_s=_num(status.get("total_s")))
-        if timings["kernel_start_s"] is not None and timings["cells_s"] is not None:
-            timings["notebook_s"] = round(timings["kernel_start_s"] + timings["cells_s"], 4)
-
-        # 4. outputs from the sandbox onto OUR restored cells (sources and metadata stay ours)
-        notebook = restored.notebook
-        ran: set[int] = set()
-        readable = isinstance(executed, dict) and isinstance(executed.get("cells"), list) \
-            and len(executed["cells"]) == len(notebook.cells)
-        if readable:
-            for index, (mine, theirs) in enumerate(zip(notebook.cells, executed["cells"])):
-                if mine.cell_type != "code" or not isinstance(theirs, dict):
-                    continue
-                mine.outputs = _clean_outputs(theirs.get("outputs"))
-                count = theirs.get("execution_count")
-                if isinstance(count, int) and not isinstance(count, bool):
-                    mine.execution_count = count
-                    ran.add(index)
-        probed = {int(i) for i in status.get("probed", []) if isinstance(i, int) or str(i).isdigit()}
-
-        # 5. points: the source's, if the cell ran without error and every probe passed
-        score, manual, failures = 0.0, 0.0, []
-        for index, grade_id in restored.grade_ids.items():
-            if grade_id not in grade_cells:
-                continue
-            cell, points = notebook.cells[index], grade_cells[grade_id][1]
-            smeta = grade_cells[grade_id][0].metadata.nbgrader
-            if smeta.get("solution") or cell.cell_type != "code":
-                unanswered = restored.unanswered.get(grade_id, False)
-                result["grades"][grade_id] = 0.0 if unanswered else None
-                if not unanswered:
-                    manual += points
-                result["details"][grade_id] = "unanswered" if unanswered else "graded by the instructor"
-                continue
-            error = _error_of(cell)
-            verdicts = []
-            if index in ran and not error and index in plan:
-                for number, probe in plan[index]:
-                    folder = base / "out" / "probe" / f"p{number}"
-                    verdicts.append(judge(probe.part_id, probe.function, folder if index in probed else None,
-                                          task["seed"]))
-            if index not in ran:
-                message = "not run (the notebook stopped before this cell)"
-            elif error:
-                message = error
-            else:
-                failed = [v for v in verdicts if not v.passed]
-                message = "hidden check failed: " + failed[0].message if failed else ""
-                if failed:
-                    cell.outputs.append(nbformat.v4.new_output(
-                        "error", ename=HIDDEN_CHECK_ENAME, evalue=_one_line(failed[0].message, 500),
-                        traceback=[f"{HIDDEN_CHECK_ENAME}: {_one_line(failed[0].message, 500)}",
-                                   "(the grader called your function on inputs you have not seen and "
-                                   "compared the results outside your notebook)"]))
-            if message:
-                result["grades"][grade_id] = 0.0
-                failures.append(f"{grade_id}: {_one_line(message, 160)}")
-                result["details"][grade_id] = _one_line(message, 500)
-                if index in ran and not error and any(not v.passed for v in verdicts) and \
-                        "passed in the notebook" not in " ".join(flags):
-                    flags.append("a test cell passed in the notebook but failed the grader's re-check")
-            else:
-                earned = points if index in plan else _partial_credit(cell.outputs, points)
-                result["grades"][grade_id] = earned
-                score += earned
-                result["details"][grade_id] = "passed"
-        result["unanswered"] = {gid: restored.unanswered.get(gid, False) for gid in restored.unanswered}
-
-        # 6. status and reason
-        head = ""
-        if report.get("error"):
-            result["status"], head = "crashed", report["error"]
-            flags.append(GRADER_ERROR)
-        elif report.get("killed_at_deadline") or report.get("hard_killed"):
-            result["status"] = "timeout"
-            head = f"the notebook ran longer than {task['total_timeout']} s in all and was stopped"
-        elif status.get("dead_kernel_cell") is not None:
-            result["status"] = "crashed"
-            where = _cell_label(status["dead_kernel_cell"], restored.grade_ids)
-            exit_code = status.get("kernel_exit")
-            how = (f"killed by signal {-exit_code}" if isinstance(exit_code, int) and exit_code < 0 else
-                   f"exit status {exit_code}" if isinstance(exit_code, int) else "it exited")
-            head = f"the kernel died in {where} ({how}: os._exit, a signal or running out of memory)"
-            if exit_code == "shutdown":
-                head = f"the kernel died in {where}: the notebook shut it down (exit(), quit() or a kernel shutdown)"
-            head += "; the rest of the notebook did not run"
-        elif status.get("executor_error"):
-            result["status"] = "crashed"
-            head = "the kernel could not run the notebook: " + _one_line(status["executor_error"], 200)
-        elif not readable:
-            result["status"] = "crashed"
-            head = "the run left no readable record" + (
-                f" (executor exit status {report.get('executor_exit')})" if report.get("executor_exit") else "")
-        elif status.get("timeouts"):
-            result["status"] = "timeout"
-            where = ", ".join(_cell_label(i, restored.grade_ids) for i in status["timeouts"][:3])
-            head = f"{where} ran longer than {task['timeout']} s and was interrupted"
-            if status.get("unresponsive_cell") is not None:
-                head += "; the kernel did not recover, the rest of the notebook did not run"
-        else:
-            result["status"] = "graded"
-        if status.get("truncated"):
-            flags.append(f"output truncated in {len(status['truncated'])} cell(s)")
-        result["score"] = round(score, 6)
-        pieces = [head] if head else []
-        pieces.append(f"{result['score']:g} of {task['max_score']:g} points")
-        if manual:
-            pieces.append(f"{manual:g} awaiting manual grading")
-        if failures:
-            pieces.append("lost: " + "; ".join(failures[:4]) + ("; …" if len(failures) > 4 else ""))
-        if tampering:
-            pieces.append("tampering suspected: " + ", ".join(tampering))
-        notes = [f for f in flags if f != GRADER_ERROR]
-        if notes:
-            pieces.append("notes: " + "; ".join(notes[:6]) + ("; …" if len(notes) > 6 else ""))
-        result["reason"] = _one_line(" — ".join(pieces[:1]) + ("; " if len(pieces) > 1 else "")
-                                     + "; ".join(pieces[1:]), MAX_REASON)
-        result["flags"] = flags + [f"tampering: {t}" for t in tampering]
-        result["notebook"] = nbformat.writes(notebook)
+        _prepare_job(run, student, source)
+        _run_job(run)
+        _map_outputs(run)
+        score, manual, failures = _score(run)
+        _decide_status(run, score, manual, failures)
+        outcome.notebook = nbformat.writes(run.restored.notebook)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(run.base, ignore_errors=True)
+
+
+def _read_student(run: _Run):
+    """Step 1: the submission as an nbformat-4 notebook, or None (the outcome says invalid)."""
+    from dlcourse.grading.selfcheck import NotebookError, read_notebook
+
+    raw = run.base / f"{run.task.notebook_id}.ipynb"
+    raw.write_bytes(run.task.data)
+    try:
+        return read_notebook(raw)
+    except NotebookError as error:
+        run.outcome.status = "invalid"
+        run.outcome.reason = _one_line(str(error).replace(str(raw), run.task.display), MAX_REASON)
+        return None
+
+
+def _prepare_job(run: _Run, student, source) -> None:
+    """Step 2: restore the notebook from the source; write the job and the probe phase's job
+    (its inputs for the secret seed, the code cells to run before each graded function)."""
+    import nbformat
+
+    from dlcourse.grading.probe import Probe, write_probe_job
+    from dlcourse.grading.restore import restore_notebook, scan_tampering
+    from dlcourse.grading.sandbox import PROBE_DIR, available_mode
+
+    restored = run.restored = restore_notebook(student, source)
+    run.flags = list(restored.flags)
+    run.tampering = scan_tampering(restored.student_code)
+    run.mode = run.task.sandbox or available_mode()
+    probes = {gid: [Probe(part, function) for part, function in found] for gid, found in run.task.probes.items()}
+    for sub in ("in", "out", "root"):
+        (run.base / sub).mkdir()
+    probes_by_cell = {index: probes[gid] for index, gid in restored.grade_ids.items() if gid in probes}
+    for number, index, probe in write_probe_job(run.base / "in" / PROBE_DIR, restored.notebook, probes_by_cell,
+                                                run.task.seed, run.task.timeout, isolated=run.mode != "none"):
+        run.plan.setdefault(index, []).append((number, probe))
+    nbformat.write(restored.notebook, run.base / "in" / "notebook.ipynb")
+    kernel = source.metadata.get("kernelspec", {}).get("name", "python3")
+    job = {"notebook": "notebook.ipynb", "kernel_name": kernel, "timeout": run.task.timeout,
+           "cell_output_cap": 100_000, "total_output_cap": 1_000_000, "startup_timeout": 60}
+    (run.base / "in" / "job.json").write_text(json.dumps(job))
+
+
+def _run_job(run: _Run) -> None:
+    """Step 3: run the job in the sandbox; read back its status and timings."""
+    from dlcourse.grading.sandbox import run_sandboxed
+
+    base, task = run.base, run.task
+    run.report = run_sandboxed(str(base / "in"), str(base / "out"), str(base / "root"), slot=_slot(),
+                               memory_mb=task.memory_mb, cell_timeout=task.timeout,
+                               total_timeout=task.total_timeout, mode=run.mode,
+                               probe_deadline=task.total_timeout if run.plan else None)
+    run.status = status = _sane_status(_load_json(base / "out" / "status.json"))
+    timings = run.outcome.timings
+    timings.update(sandbox_s=run.report.get("wall_s"), setup_s=run.report.get("setup_s"),
+                   kernel_start_s=_num(status.get("kernel_start_s")), cells_s=_num(status.get("cells_s")),
+                   probes_s=_num(run.report.get("probe_s")), executor_s=_num(status.get("total_s")))
+    if timings["kernel_start_s"] is not None and timings["cells_s"] is not None:
+        timings["notebook_s"] = round(timings["kernel_start_s"] + timings["cells_s"], 4)
+
+
+def _map_outputs(run: _Run) -> None:
+    """Step 4: outputs from the sandbox onto OUR restored cells (sources and metadata stay ours)."""
+    executed = _load_json(run.base / "out" / "notebook.ipynb")
+    cells = run.restored.notebook.cells
+    run.readable = isinstance(executed, dict) and isinstance(executed.get("cells"), list) \
+        and len(executed["cells"]) == len(cells)
+    if run.readable:
+        for index, (mine, theirs) in enumerate(zip(cells, executed["cells"])):
+            if mine.cell_type != "code" or not isinstance(theirs, dict):
+                continue
+            mine.outputs = _clean_outputs(theirs.get("outputs"))
+            count = theirs.get("execution_count")
+            if isinstance(count, int) and not isinstance(count, bool):
+                mine.execution_count = count
+                run.ran.add(index)
+    run.probed = bool(run.plan) and not run.report.get("error") and run.report.get("probe_error") is None
+
+
+def _score(run: _Run) -> tuple[float, float, list[str]]:
+    """Step 5: each graded cell's points: the source's, if it ran without error and every
+    probe passed. Returns (score, points awaiting manual grading, what was lost)."""
+    outcome, restored = run.outcome, run.restored
+    score, manual, failures = 0.0, 0.0, []
+    for index, grade_id in restored.grade_ids.items():
+        if grade_id not in run.graded:
+            continue
+        cell, points = restored.notebook.cells[index], run.graded[grade_id][1]
+        smeta = run.graded[grade_id][0].metadata.nbgrader
+        if smeta.get("solution") or cell.cell_type != "code":
+            unanswered = restored.unanswered.get(grade_id, False)
+            outcome.grades[grade_id] = 0.0 if unanswered else None
+            if not unanswered:
+                manual += points
+            outcome.details[grade_id] = "unanswered" if unanswered else "graded by the instructor"
+            continue
+        message = _test_cell_failure(run, index, cell)
+        if message:
+            outcome.grades[grade_id] = 0.0
+            failures.append(f"{grade_id}: {_one_line(message, 160)}")
+            outcome.details[grade_id] = _one_line(message, 500)
+        else:
+            earned = points if index in run.plan else _partial_credit(cell.outputs, points)
+            outcome.grades[grade_id] = earned
+            score += earned
+            outcome.details[grade_id] = "passed"
+    outcome.unanswered = {gid: restored.unanswered.get(gid, False) for gid in restored.unanswered}
+    return score, manual, failures
+
+
+def _test_cell_failure(run: _Run, index: int, cell) -> str:
+    """Why the test cell at `index` earns nothing ("" if it earns its points); a failed hidden
+    check is also shown in the cell's outputs."""
+    import nbformat
+
+    from dlcourse.grading.probe import judge
+
+    error = _error_of(cell)
+    if index not in run.ran:
+        return "not run (the notebook stopped before this cell)"
+    if error:
+        return error
+    verdicts = []
+    for number, probe in run.plan.get(index, []):
+        folder = run.base / "out" / "probe" / f"p{number}"
+        verdicts.append(judge(probe.part_id, probe.function, folder if run.probed else None, run.task.seed))
+    failed = [v for v in verdicts if not v.passed]
+    if not failed:
+        return ""
+    message = _one_line(failed[0].message, 500)
+    cell.outputs.append(nbformat.v4.new_output(
+        "error", ename=HIDDEN_CHECK_ENAME, evalue=message,
+        traceback=[f"{HIDDEN_CHECK_ENAME}: {message}",
+                   "(the grader called your function on inputs you have not seen and "
+                   "compared the results outside your notebook)"]))
+    if "passed in the notebook" not in " ".join(run.flags):
+        run.flags.append("a test cell passed in the notebook but failed the grader's re-check")
+    return "hidden check failed: " + failed[0].message
+
+
+def _status_head(run: _Run) -> tuple[str, str]:
+    """(status, what went wrong in the run as a whole; "" when nothing did)."""
+    report, status, task = run.report, run.status, run.task
+    if report.get("error"):
+        run.flags.append(GRADER_ERROR)
+        return "crashed", report["error"]
+    if report.get("killed_at_deadline") or report.get("hard_killed"):
+        return "timeout", f"the notebook ran longer than {task.total_timeout} s in all and was stopped"
+    if report.get("probe_error"):
+        if "longer than" in report["probe_error"]:
+            return "timeout", report["probe_error"]
+        run.flags.append(GRADER_ERROR)
+        return "crashed", report["probe_error"]
+    if status.get("dead_kernel_cell") is not None:
+        where = _cell_label(status["dead_kernel_cell"], run.restored.grade_ids)
+        exit_code = status.get("kernel_exit")
+        how = (f"killed by signal {-exit_code}" if isinstance(exit_code, int) and exit_code < 0 else
+               f"exit status {exit_code}" if isinstance(exit_code, int) else "it exited")
+        head = f"the kernel died in {where} ({how}: os._exit, a signal or running out of memory)"
+        if exit_code == "shutdown":
+            head = f"the kernel died in {where}: the notebook shut it down (exit(), quit() or a kernel shutdown)"
+        return "crashed", head + "; the rest of the notebook did not run"
+    if status.get("executor_error"):
+        return "crashed", "the kernel could not run the notebook: " + _one_line(status["executor_error"], 200)
+    if not run.readable:
+        return "crashed", "the run left no readable record" + (
+            f" (executor exit status {report.get('executor_exit')})" if report.get("executor_exit") else "")
+    if status.get("timeouts"):
+        where = ", ".join(_cell_label(i, run.restored.grade_ids) for i in status["timeouts"][:3])
+        head = f"{where} ran longer than {task.timeout} s and was interrupted"
+        if status.get("unresponsive_cell") is not None:
+            head += "; the kernel did not recover, the rest of the notebook did not run"
+        return "timeout", head
+    return "graded", ""
+
+
+def _decide_status(run: _Run, score: float, manual: float, failures: list[str]) -> None:
+    """Step 6: the status, the one-line reason and the flags."""
+    outcome = run.outcome
+    outcome.status, head = _status_head(run)
+    if run.status.get("truncated"):
+        run.flags.append(f"output truncated in {len(run.status['truncated'])} cell(s)")
+    outcome.score = round(score, 6)
+    pieces = [head] if head else []
+    pieces.append(f"{outcome.score:g} of {run.task.max_score:g} points")
+    if manual:
+        pieces.append(f"{manual:g} awaiting manual grading")
+    if failures:
+        pieces.append("lost: " + "; ".join(failures[:4]) + ("; …" if len(failures) > 4 else ""))
+    if run.tampering:
+        pieces.append("tampering suspected: " + ", ".join(run.tampering))
+    notes = [f for f in run.flags if f != GRADER_ERROR]
+    if notes:
+        pieces.append("notes: " + "; ".join(notes[:6]) + ("; …" if len(notes) > 6 else ""))
+    outcome.reason = _one_line(" — ".join(pieces[:1]) + ("; " if len(pieces) > 1 else "")
+                               + "; ".join(pieces[1:]), MAX_REASON)
+    outcome.flags = run.flags + [f"tampering: {t}" for t in run.tampering]
 
 
 def _sane_status(raw) -> dict:
@@ -436,7 +569,7 @@ def _sane_status(raw) -> dict:
         return [v for v in value if integer(v) is not None][:100] if isinstance(value, list) else []
 
     exit_code = raw.get("kernel_exit")
-    return {"timeouts": integers(raw.get("timeouts")), "probed": integers(raw.get("probed")),
+    return {"timeouts": integers(raw.get("timeouts")),
             "truncated": integers(raw.get("truncated")), "dead_kernel_cell": integer(raw.get("dead_kernel_cell")),
             "unresponsive_cell": integer(raw.get("unresponsive_cell")),
             "kernel_exit": exit_code if integer(exit_code) is not None or exit_code == "shutdown" else None,
@@ -482,17 +615,14 @@ def _students(root: Path, gradebook) -> list[str]:
     return sorted(names)
 
 
-def _direct_result(task: dict, state: dict) -> dict:
+def _direct_outcome(task: GradeTask, state: dict) -> GradeOutcome:
     """missing / invalid found by the parent itself: no worker needed."""
-    result = _result_base(task)
-    result.update(status=state["state"], reason=_one_line(state["reason"], MAX_REASON),
-                  grades={gid: 0.0 for gid in task["grade_ids"]})
-    return result
+    return GradeOutcome.of(task).fail(state["state"], state["reason"], task.grade_ids)
 
 
-def _stored_line(row: dict) -> dict:
-    return {"student": row["student"], "assignment": row["assignment"], "score": row["score"],
-            "max_score": row["max_score"], "status": row["status"], "reason": row["reason"]}
+def _line(row) -> dict:
+    """The JSON line (and summary row) of an outcome or a stored outcome row."""
+    return {key: row[key] for key in ("student", "assignment", "score", "max_score", "status", "reason")}
 
 
 def _warm() -> int:
@@ -508,16 +638,7 @@ class _Runner:
 
     def __enter__(self):
         if self.options.scheduler:
-            try:
-                from distributed import Client
-            except ImportError:
-                from dlcourse.grading.course import CourseError
-                raise CourseError("--scheduler needs dask.distributed: pip install 'dask[distributed]'") from None
-            try:
-                self.client = Client(self.options.scheduler, timeout=30)
-            except Exception as error:
-                from dlcourse.grading.course import CourseError
-                raise CourseError(f"cannot reach the Dask scheduler {self.options.scheduler}: {error}") from None
+            self.client = self._dask_client(self.options.scheduler)
         elif (self.options.workers or 0) > 0 or self.options.workers is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -534,6 +655,18 @@ class _Runner:
                                             initargs=(counter,))
         return self
 
+    @staticmethod
+    def _dask_client(address: str):
+        from dlcourse.grading.course import CourseError
+        try:
+            from distributed import Client
+        except ImportError:
+            raise CourseError("--scheduler needs dask.distributed: pip install 'dask[distributed]'") from None
+        try:
+            return Client(address, timeout=30)
+        except Exception as error:
+            raise CourseError(f"cannot reach the Dask scheduler {address}: {error}") from None
+
     def warm_up(self) -> None:
         """Start the worker processes now, while the parent still reads the gradebook."""
         if self.pool is not None:
@@ -547,39 +680,31 @@ class _Runner:
             self.client.close()
             self.client = None
 
-    def run(self, tasks: list[dict]):
-        """Yield (task, result) as they finish."""
+    def run(self, tasks: list[GradeTask]):
+        """Yield (task, outcome) as they finish; tasks and outcomes travel as plain dicts."""
         if self.client is not None:
             from distributed import as_completed
-            futures = {}
-            for task in tasks:
-                futures[self.client.submit(grade_submission, task, pure=False, key=f"grade-{task['student']}-"
-                                           f"{secrets.token_hex(4)}")] = task
-            for future in as_completed(list(futures)):
-                task = futures[future]
-                try:
-                    yield task, future.result()
-                except Exception as error:
-                    yield task, self._failed(task, error)
+            futures = {self.client.submit(grade_submission, task.to_dict(), pure=False,
+                                          key=f"grade-{task.student}-{secrets.token_hex(4)}"): task
+                       for task in tasks}
         elif self.pool is not None:
             from concurrent.futures import as_completed
-            futures = {self.pool.submit(grade_submission, task): task for task in tasks}
-            for future in as_completed(futures):
-                task = futures[future]
-                try:
-                    yield task, future.result()
-                except Exception as error:
-                    yield task, self._failed(task, error)
+            futures = {self.pool.submit(grade_submission, task.to_dict()): task for task in tasks}
         else:
             for task in tasks:
-                yield task, grade_submission(task)
+                yield task, GradeOutcome.from_dict(grade_submission(task))
+            return
+        for future in as_completed(list(futures)):
+            task = futures[future]
+            try:
+                yield task, GradeOutcome.from_dict(future.result())
+            except Exception as error:
+                yield task, self._failed(task, error)
 
     @staticmethod
-    def _failed(task: dict, error: Exception) -> dict:
-        result = _result_base(task)
-        result.update(status="crashed", grades={gid: 0.0 for gid in task["grade_ids"]}, flags=[GRADER_ERROR],
-                      reason=_one_line(f"the grading worker failed: {type(error).__name__}: {error}", MAX_REASON))
-        return result
+    def _failed(task: GradeTask, error: Exception) -> GradeOutcome:
+        return GradeOutcome.of(task).fail("crashed", f"the grading worker failed: {type(error).__name__}: {error}",
+                                          task.grade_ids, grader_error=True)
 
 
 def _summary(rows: list[dict], stream, elapsed: float, graded_now: int, skipped: int) -> None:
@@ -599,30 +724,87 @@ def _summary(rows: list[dict], stream, elapsed: float, graded_now: int, skipped:
           f" — {graded_now} graded in this run, {skipped} already graded; {elapsed:.1f} s", file=stream)
 
 
+@dataclass
+class _Assignment:
+    """The assignment as the parent reads it once: its source notebook and its hidden probes."""
+    root: Path
+    name: str
+    source_path: Path
+    source_text: str
+    source: object                    # nbformat.NotebookNode
+    probes: dict                      # grade_id -> [probe.Probe]
+
+    @property
+    def notebook_id(self) -> str:
+        return self.source_path.stem
+
+    @property
+    def grade_ids(self) -> list[str]:
+        return list(_graded_cells(self.source))
+
+    @property
+    def max_score(self) -> float:
+        return sum(float(c.metadata["nbgrader"].get("points", 0)) for c in self.source.cells
+                   if c.get("metadata", {}).get("nbgrader", {}).get("grade"))
+
+    @classmethod
+    def read(cls, root: Path, name: str) -> "_Assignment":
+        """The source notebook; every probe it names must be a known part (CourseError if not)."""
+        import nbformat
+
+        from dlcourse.checks import get_part
+        from dlcourse.grading.course import CourseError
+        from dlcourse.grading.probe import find_probes
+
+        source_path = source_notebook(root, name)
+        source_text = source_path.read_text()
+        source = nbformat.reads(source_text, as_version=4)
+        try:
+            probes = find_probes(source)
+        except ValueError as error:
+            raise CourseError(f"{source_path.relative_to(root)}: {error}") from None
+        for grade_id, found in probes.items():
+            for probe in found:
+                try:
+                    get_part(probe.part_id)   # imports the chapter's checks: the workers inherit them
+                except KeyError as error:
+                    raise CourseError(f"{source_path.relative_to(root)}, cell {grade_id}: {error.args[0]}") from None
+        return cls(root, name, source_path, source_text, source, probes)
+
+    def task(self, student: str, state: dict, options: GradeOptions) -> GradeTask:
+        return GradeTask(student=student, assignment=self.name, notebook_id=self.notebook_id,
+                         display=state["display"], data=state["data"], sha256=state["sha256"],
+                         source_sha256=_sha256(self.source_text.encode()), timestamp_text=state["timestamp_text"],
+                         source=self.source_text, seed=secrets.randbits(62), timeout=int(options.timeout),
+                         total_timeout=options.notebook_timeout, memory_mb=int(options.memory_mb),
+                         sandbox=options.sandbox, max_score=self.max_score, grade_ids=self.grade_ids,
+                         probes={gid: [[p.part_id, p.function] for p in found] for gid, found in self.probes.items()})
+
+
+@dataclass
+class _Console:
+    """Where the run reports: JSON lines on stdout (--json), the summary table at the end."""
+    options: GradeOptions
+    stdout: object
+    stderr: object
+    started: float
+    lines: dict = field(default_factory=dict)     # student -> their line
+
+    def emit(self, line: dict, quiet: bool = False) -> None:
+        self.lines[line["student"]] = line
+        if self.options.json and not quiet:
+            print(json.dumps(line), file=self.stdout, flush=True)
+
+    def summary(self, processed: int, skipped: int) -> None:
+        _summary(list(self.lines.values()), self.stderr if self.options.json else self.stdout,
+                 time.monotonic() - self.started, processed, skipped)
+
+
 def grade_assignment(root: Path, assignment: str, options: GradeOptions, stdout=None, stderr=None) -> int:
     """Grade every submission of `assignment`; 0 when every one got an outcome."""
-    import nbformat
-
-    from dlcourse.checks import get_part
-    from dlcourse.grading.course import CourseError
-    from dlcourse.grading.probe import find_probes
-
-    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
-    started = time.monotonic()
+    console = _Console(options, stdout or sys.stdout, stderr or sys.stderr, time.monotonic())
     root = Path(root).resolve()
-    source_path = source_notebook(root, assignment)
-    source_text = source_path.read_text()
-    source = nbformat.reads(source_text, as_version=4)
-    try:
-        probes = find_probes(source)
-    except ValueError as error:
-        raise CourseError(f"{source_path.relative_to(root)}: {error}") from None
-    for grade_id, found in probes.items():
-        for probe in found:
-            try:
-                get_part(probe.part_id)   # imports the chapter's checks: the workers inherit them
-            except KeyError as error:
-                raise CourseError(f"{source_path.relative_to(root)}, cell {grade_id}: {error.args[0]}") from None
+    course = _Assignment.read(root, assignment)
     # the workers start now, forked from this process with everything they need imported,
     # before any database connection or thread exists here; they warm up while this process
     # checks the sandbox and reads the gradebook
@@ -631,8 +813,7 @@ def grade_assignment(root: Path, assignment: str, options: GradeOptions, stdout=
         runner.__enter__()
         runner.warm_up()
     try:
-        code = _grade_all(root, assignment, options, stdout, stderr, started, runner, source_path, source_text,
-                          source, probes)
+        code = _grade_all(course, options, runner, console)
     except BaseException:
         runner.__exit__(*sys.exc_info())   # Ctrl-C or an error: do not wait for running notebooks
         raise
@@ -640,82 +821,77 @@ def grade_assignment(root: Path, assignment: str, options: GradeOptions, stdout=
     return code
 
 
-def _grade_all(root, assignment, options, stdout, stderr, started, runner, source_path, source_text, source,
-               probes) -> int:
-    from tqdm import tqdm
-
+def _open_course_gradebook(course: _Assignment, options: GradeOptions):
+    """Check the sandbox, register the assignment, and open the gradebook."""
     from dlcourse.grading.course import CourseError
-    from dlcourse.grading.gradebook import (absolute_db_url, course_settings, ensure_assignment, open_gradebook,
-                                            record_result, stored_outcomes)
+    from dlcourse.grading.gradebook import absolute_db_url, course_settings, ensure_assignment, open_gradebook
 
-    notebook_id = source_path.stem
-    grade_ids = [c.metadata["nbgrader"]["grade_id"] for c in source.cells
-                 if c.get("metadata", {}).get("nbgrader", {}).get("grade") and c.metadata["nbgrader"].get("grade_id")]
-    max_score = sum(float(c.metadata["nbgrader"].get("points", 0)) for c in source.cells
-                    if c.get("metadata", {}).get("nbgrader", {}).get("grade"))
-    course_id, default_url = course_settings(root)
+    course_id, default_url = course_settings(course.root)
     db_url = absolute_db_url(options.db_url, Path.cwd()) if options.db_url else default_url
-    source_sha = _sha256(source_text.encode())
     if not options.scheduler:  # a Dask cluster's machines are checked by their own workers
         from dlcourse.grading.sandbox import preflight
         problem = preflight(options.sandbox)
         if problem:
             raise CourseError(f"{problem} (see docs/grading-security.md; --sandbox none grades without isolation)")
-    ensure_assignment(root, assignment, notebook_id, source, db_url, course_id)
-    gradebook = open_gradebook(db_url, course_id)
+    ensure_assignment(course.root, course.name, course.notebook_id, course.source, db_url, course_id)
+    return open_gradebook(db_url, course_id)
+
+
+def _sort_students(course: _Assignment, options: GradeOptions, gradebook, console: _Console):
+    """Each student: already graded (their stored line), for a worker, or decided here.
+    Returns (tasks for workers, [(task, state)] decided here, how many were already graded,
+    every student)."""
+    from dlcourse.grading.gradebook import stored_outcomes
+
+    stored = stored_outcomes(gradebook, course.name)
+    todo, direct, skipped = [], [], 0
+    source_sha = _sha256(course.source_text.encode())
+    students = _students(course.root, gradebook)
+    for student in students:
+        state = read_submission(course.root, student, course.name, course.notebook_id)
+        previous = stored.get(student)
+        if previous and not options.force and previous["sha256"] == state["sha256"] \
+                and (previous["source_sha256"] == source_sha or state["state"] == "missing") \
+                and GRADER_ERROR not in json.loads(previous["flags"] or "[]"):
+            console.emit(_line(previous), quiet=True)
+            skipped += 1
+        elif state["state"] == "ok":
+            todo.append(course.task(student, state, options))
+        else:
+            direct.append((course.task(student, state, options), state))
+    return todo, direct, skipped, students
+
+
+def _grade_all(course: _Assignment, options: GradeOptions, runner: _Runner, console: _Console) -> int:
+    from tqdm import tqdm
+
+    from dlcourse.grading.gradebook import record_result
+
+    gradebook = _open_course_gradebook(course, options)
     try:
-        stored = stored_outcomes(gradebook, assignment)
-        students = _students(root, gradebook)
-        lines: dict[str, dict] = {}
-        todo, direct, skipped = [], [], 0
-        for student in students:
-            state = read_submission(root, student, assignment, notebook_id)
-            task = {"student": student, "assignment": assignment, "notebook_id": notebook_id,
-                    "display": state["display"], "data": state["data"], "sha256": state["sha256"],
-                    "source_sha256": source_sha, "timestamp_text": state["timestamp_text"], "source": source_text,
-                    "seed": secrets.randbits(62), "timeout": int(options.timeout),
-                    "total_timeout": options.notebook_timeout, "memory_mb": int(options.memory_mb),
-                    "sandbox": options.sandbox, "max_score": max_score, "grade_ids": grade_ids,
-                    "probes": {gid: [[p.part_id, p.function] for p in found] for gid, found in probes.items()}}
-            previous = stored.get(student)
-            if previous and not options.force and previous["sha256"] == state["sha256"] \
-                    and (previous["source_sha256"] == source_sha or state["state"] == "missing") \
-                    and GRADER_ERROR not in json.loads(previous["flags"] or "[]"):
-                lines[student] = _stored_line(previous)
-                skipped += 1
-            elif state["state"] == "ok":
-                todo.append(task)
-            else:
-                direct.append((task, state))
-
-        def emit(result: dict) -> None:
-            line = {"student": result["student"], "assignment": result["assignment"], "score": result["score"],
-                    "max_score": result["max_score"], "status": result["status"], "reason": result["reason"]}
-            lines[result["student"]] = line
-            if options.json:
-                print(json.dumps(line), file=stdout, flush=True)
-
+        todo, direct, skipped, students = _sort_students(course, options, gradebook, console)
         if options.json:
-            for student in sorted(lines):
-                print(json.dumps(lines[student]), file=stdout, flush=True)
-        bar = tqdm(total=len(todo) + len(direct), file=stderr, unit="submission", desc=f"grading {assignment}",
-                   disable=(not options.progress) if options.progress is not None else None, leave=False)
-        for task, state in direct:
-            result = _direct_result(task, state)
-            record_result(gradebook, root, result)
-            emit(result)
+            for student in sorted(console.lines):
+                print(json.dumps(console.lines[student]), file=console.stdout, flush=True)
+        bar = tqdm(total=len(todo) + len(direct), file=console.stderr, unit="submission",
+                   desc=f"grading {course.name}", leave=False,
+                   disable=(not options.progress) if options.progress is not None else None)
+
+        def record(outcome: GradeOutcome) -> None:
+            result = outcome.to_dict()
+            record_result(gradebook, course.root, result)
+            console.emit(_line(result))
             bar.update(1)
+
+        for task, state in direct:
+            record(_direct_outcome(task, state))
         if todo:
             if runner.pool is None and runner.client is None:
                 runner.__enter__()
-            for task, result in runner.run(todo):
-                record_result(gradebook, root, result)
-                emit(result)
-                bar.update(1)
+            for _, outcome in runner.run(todo):
+                record(outcome)
         bar.close()
     finally:
         gradebook.close()
-    _summary(list(lines.values()), stderr if options.json else stdout, time.monotonic() - started,
-             len(todo) + len(direct), skipped)
-    missing_outcomes = [s for s in students if s not in lines]
-    return 0 if not missing_outcomes else 1
+    console.summary(len(todo) + len(direct), skipped)
+    return 0 if all(student in console.lines for student in students) else 1

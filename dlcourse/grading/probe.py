@@ -8,10 +8,11 @@ So the grader does not believe it alone:
 1. :func:`find_probes` reads the SOURCE test cells (``ast``) for ``check("id", name)`` calls;
 2. :func:`write_inputs` draws each part's argument tuples with ``dlcourse.checks.cases``
    and a fresh secret seed per submission and writes them as plain data (JSON + ``.npy``);
-3. inside the sandbox, right after the test cell ran, the executor runs :data:`PROBE_CODE`
-   in the same kernel: it calls the student's function by name on those arguments and saves
-   ONLY plain returned data (``np.save(..., allow_pickle=False)``, JSON; anything else is a
-   failure);
+3. inside the sandbox, after the notebook ran and its kernel is gone, the probe phase
+   (:func:`write_probe_job`, ``probe_runner.py``) runs the student's code cells again in a
+   fresh process per part, where the part's forbidden mechanics are absent (``guard.py``),
+   calls the student's function by name on those arguments and saves ONLY plain returned
+   data (``np.save(..., allow_pickle=False)``, JSON; anything else is a failure);
 4. back in the grader's own process, :func:`judge` loads them (``allow_pickle=False``, size
    capped, structure checked) and asks ``dlcourse.checks.verdict`` — where student code
    cannot reach — with arguments the grader draws again itself.
@@ -24,12 +25,12 @@ from __future__ import annotations
 import ast
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Probe", "find_probes", "write_inputs", "probe_code", "judge", "PartVerdict",
+__all__ = ["Probe", "find_probes", "write_inputs", "write_probe_job", "judge", "PartVerdict",
            "MAX_NPY_BYTES", "MAX_JSON_BYTES"]
 
 MAX_NPY_BYTES = 64 * 1024 * 1024
@@ -123,85 +124,43 @@ def write_inputs(folder: Path, part_id: str, seed: int) -> int:
     return len(all_cases)
 
 
-# --- runs inside the student's kernel -----------------------------------------------------
+# --- the probe phase's job ---------------------------------------------------------------
 
-_PROBE_TEMPLATE = r'''
-def __dlcourse_probe(name, indir, outdir, count):
-    import json, os
-    import numpy
-    os.makedirs(outdir, exist_ok=True)
-
-    def load(spec):
-        if "npy" in spec:
-            value = numpy.load(os.path.join(indir, spec["npy"]), allow_pickle=False)
-            return value[()] if spec.get("scalar") else value
-        if "tuple" in spec:
-            return tuple(load(s) for s in spec["tuple"])
-        if "list" in spec:
-            return [load(s) for s in spec["list"]]
-        return spec["json"]
-
-    def save(value, stem, counter, depth=0):
-        if depth > 8:
-            raise TypeError("the returned value is nested too deeply")
-        if value is None or type(value) in (bool, int, float, str):
-            return {"json": value}
-        if isinstance(value, (numpy.ndarray, numpy.generic)):
-            array = numpy.asarray(value)
-            if array.dtype.hasobject:
-                raise TypeError("returned an array of Python objects, not numbers")
-            counter[0] += 1
-            fname = stem + "_" + str(counter[0]) + ".npy"
-            # np.save writes any memory layout; ascontiguousarray would turn a 0-d result into shape (1,).
-            numpy.save(os.path.join(outdir, fname), array, allow_pickle=False)
-            return {"npy": fname, "scalar": isinstance(value, numpy.generic)}
-        if type(value) in (tuple, list):
-            return {type(value).__name__: [save(v, stem, counter, depth + 1) for v in value]}
-        # dict subclasses too: state_dict() returns an OrderedDict. Only the files written
-        # here reach the grader, so a subclass can mislead nothing but its own result.
-        if isinstance(value, dict) and all(type(k) is str for k in value):
-            return {"dict": {k: save(v, stem, counter, depth + 1) for k, v in value.items()}}
-        raise TypeError("returned a " + type(value).__name__ + ", not numbers or arrays")
-
-    function = globals().get(name)
-    rebuilt = []
-    for case in range(count):
-        try:
-            if not callable(function):
-                raise NameError(name + " is not defined (or not a function)")
-            if os.path.exists(os.path.join(indir, "from_seed.json")):
-                if not rebuilt:
-                    with open(os.path.join(indir, "from_seed.json")) as handle:
-                        recipe = json.load(handle)
-                    from dlcourse.checks import cases
-                    rebuilt.extend(cases(recipe["part"], recipe["seed"]))
-                args = list(rebuilt[case])
-            else:
-                with open(os.path.join(indir, "c%d.json" % case)) as handle:
-                    spec = json.load(handle)
-                args = [load(s) for s in spec["args"]]
-            record = {"result": save(function(*args), "c%d" % case, [0])}
-        except BaseException as error:
-            record = {"error": (type(error).__name__ + ": " + str(error))[:2000]}
-            with open(os.path.join(outdir, "c%d.json" % case), "w") as handle:
-                json.dump(record, handle)
-            if isinstance(error, (KeyboardInterrupt, SystemExit)):
-                raise
-            continue
-        with open(os.path.join(outdir, "c%d.json" % case), "w") as handle:
-            json.dump(record, handle)
-
-try:
-    __dlcourse_probe({name!r}, {indir!r}, {outdir!r}, {count!r})
-finally:
-    del __dlcourse_probe
-'''
+def _is_test_cell(cell) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return bool(meta.get("grade")) and not meta.get("solution")
 
 
-def probe_code(function: str, indir: str, outdir: str, count: int) -> str:
-    """The cell the executor runs in the student's kernel for one part."""
-    return _PROBE_TEMPLATE.replace("{name!r}", repr(function)).replace("{indir!r}", repr(indir)) \
-        .replace("{outdir!r}", repr(outdir)).replace("{count!r}", repr(int(count)))
+def write_probe_job(folder: Path, notebook, probes_by_cell: dict[int, list[Probe]], seed: int,
+                    timeout: float, isolated: bool) -> list[tuple[int, int, Probe]]:
+    """Write the probe phase's job into `folder` (the sandbox input's ``probe/``): each probe's
+    inputs in ``p<k>/`` and ``job.json`` with the code cells to run before calling it.
+
+    `probes_by_cell` maps a test cell's index in the restored `notebook` to its probes. The
+    cells are the notebook's code cells that are not tests (setup cells, the student's
+    answers and helpers), IPython syntax turned into Python; a probe runs those that come
+    before its test cell, as the notebook would have. Returns (k, cell index, probe)."""
+    from dlcourse.checks import get_part
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cells, positions = [], []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and not _is_test_cell(cell):
+            cells.append(_cell_python(cell.source))
+            positions.append(index)
+    plan, job_probes = [], []
+    for index in sorted(probes_by_cell):
+        for probe in probes_by_cell[index]:
+            number = len(plan)
+            count = write_inputs(folder / f"p{number}", probe.part_id, seed)
+            part = get_part(probe.part_id)
+            job_probes.append({"name": f"p{number}", "inputs": f"p{number}", "part": probe.part_id,
+                               "function": probe.function, "count": count, "timeout": float(timeout),
+                               "test_cell": index, "forbids": list(part.all_forbidden), "asks": part.asks})
+            plan.append((number, index, probe))
+    (folder / "job.json").write_text(json.dumps({"cells": cells, "positions": positions, "probes": job_probes,
+                                                 "isolated": isolated}))
+    return plan
 
 
 # --- the grader decides -------------------------------------------------------------------

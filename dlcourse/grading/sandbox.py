@@ -48,6 +48,7 @@ import time
 
 WORK = "/home/student"
 SANDBOX_UID_BASE = 61000
+PROBE_DIR = "probe"   # in the input folder: the probe phase's job, never seen by the notebook run
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
@@ -115,9 +116,11 @@ def _mkdirs(path: str, mode: int = 0o755) -> None:
     os.makedirs(path, mode=mode, exist_ok=True)
 
 
-def _copy_in(src_fd: int, dst: str, uid: int, gid: int) -> None:
+def _copy_in(src_fd: int, dst: str, uid: int, gid: int, skip: tuple = ()) -> None:
     """Copy the grader-written input folder into the work directory (owned by the sandbox uid)."""
     for entry in os.scandir(src_fd):
+        if entry.name in skip:
+            continue
         target = os.path.join(dst, entry.name)
         if entry.is_dir(follow_symlinks=False):
             _mkdirs(target, 0o755)
@@ -157,7 +160,7 @@ def _build_root(cfg: dict, in_fd: int) -> None:
         os.chown(os.path.join(work, sub), uid, gid)
     os.chmod(os.path.join(work, ".tmp"), 0o1777)
     os.chmod(os.path.join(work, ".shm"), 0o1777)
-    _copy_in(in_fd, work, uid, gid)
+    _copy_in(in_fd, work, uid, gid, skip=(PROBE_DIR,))
     _mkdirs(root + "/tmp")
     _bind(work + "/.tmp", root + "/tmp", readonly=False)
     # The read-only binds come after /tmp: a course checked out under /tmp (its .venv and
@@ -179,6 +182,9 @@ def _build_root(cfg: dict, in_fd: int) -> None:
             open(target, "w").close()
             _bind(path, target)
         done.append(path)
+    for path in cfg.get("hide_always", []):   # the answer key: never in the sandbox
+        if os.path.isdir(root + path):
+            _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=555")
     _mkdirs(root + "/var")
     os.symlink("/tmp", root + "/var/tmp")
     # /proc of the new PID namespace; a minimal /dev
@@ -313,7 +319,9 @@ def _copy_file_out(src_dir: int, name: str, dst_dir: int, limit: int, budget: li
         os.close(fd)
 
 
-def _copy_out(work: str, out_fd: int) -> list[str]:
+def _copy_out(work: str, out_fd: int, probes: bool = True) -> list[str]:
+    """Copy results out of the work directory: the notebook run's (result/), and with
+    `probes` the probe phase's (probe/out/p<k>/)."""
     problems = []
     try:
         work_fd = _open_dir(work)
@@ -330,6 +338,8 @@ def _copy_out(work: str, out_fd: int) -> list[str]:
                 if problem:
                     problems.append(problem)
             os.close(result_fd)
+        if not probes:
+            return problems
         try:
             probe_fd = _open_dir("out", _open_dir("probe", work_fd))
         except OSError:
@@ -363,6 +373,101 @@ def _copy_out(work: str, out_fd: int) -> list[str]:
     finally:
         os.close(work_fd)
     return problems
+
+
+def _fresh_work(cfg: dict, work: str) -> str:
+    """An empty work directory for the probe phase: nothing the notebook run left (files in
+    the work directory, /tmp or /dev/shm) reaches the probes."""
+    uid, gid = (cfg["uid"], cfg["gid"]) if cfg["mode"] == "root" else (0, 0)
+    if cfg["mode"] == "none":
+        for entry in os.listdir(work):
+            path = os.path.join(work, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                import shutil
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        return work
+    owner = f",uid={uid},gid={gid}" if cfg["mode"] == "root" else ""
+    _mount("tmpfs", WORK, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(cfg['work_mb'])}m,mode=700{owner}")
+    for sub in (".tmp", ".shm"):
+        _mkdirs(os.path.join(WORK, sub), 0o1777)
+        os.chmod(os.path.join(WORK, sub), 0o1777)
+    _bind(WORK + "/.tmp", "/tmp", readonly=False)
+    _bind(WORK + "/.shm", "/dev/shm", readonly=False)
+    return WORK
+
+
+def _timed_out_cells(work: str) -> list[int]:
+    """The cells the notebook run interrupted, from its status (written next to student code:
+    a forged list can only make the probes skip more of that student's own cells)."""
+    try:
+        fd = os.open(os.path.join(work, "result", "status.json"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            status = json.loads(handle.read(MAX_STATUS_BYTES).decode("utf-8"))
+        return [c for c in status.get("timeouts", [])[:1000] if isinstance(c, int)]
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
+        return []
+
+
+def _readline(stream, seconds: float) -> str:
+    import select
+
+    ready, _, _ = select.select([stream], [], [], max(0.0, seconds))
+    return stream.readline().decode(errors="replace").strip() if ready else ""
+
+
+def _probe_phase(cfg: dict, in_fd: int, work: str) -> str | None:
+    """Run probe_runner.py on the probe job in a fresh work directory; None, or what failed.
+
+    The runner imports the package, says `ready`, and only then are the package's directory
+    and torch's hidden (an empty read-only tmpfs over each), so that the student's functions
+    can neither import nor read the implementations their parts forbid."""
+    started = time.monotonic()
+    timed_out = _timed_out_cells(work)
+    work = _fresh_work(cfg, work)
+    uid, gid = (cfg["uid"], cfg["gid"]) if cfg["mode"] == "root" else (0, 0)
+    os.mkdir(os.path.join(work, PROBE_DIR), 0o755)
+    os.chown(os.path.join(work, PROBE_DIR), uid, gid)
+    try:
+        source = os.open(PROBE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=in_fd)
+    except OSError:
+        return "the probe job is missing"
+    try:
+        _copy_in(source, os.path.join(work, PROBE_DIR), uid, gid)
+    finally:
+        os.close(source)
+    with open(os.path.join(work, PROBE_DIR, "skip.json"), "w") as handle:
+        json.dump({"cells": timed_out}, handle)
+    command = [cfg["python"], "-I", cfg["probe_runner"], os.path.join(PROBE_DIR, "job.json")]
+    try:
+        proc = subprocess.Popen(command, cwd=work, env=_executor_env(cfg, work), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
+                                start_new_session=cfg["mode"] == "none", preexec_fn=_limit_child(cfg))
+    except Exception as error:
+        return f"could not start the probe runner: {error}"
+    problem = None
+    try:
+        if _readline(proc.stdout, 60) != "ready":
+            problem = "the probe runner did not start"
+        elif cfg["mode"] != "none":
+            for path in cfg.get("hide_from_probes", []):
+                if os.path.isdir(path):
+                    _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=555")
+        if problem is None:
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+            proc.wait(timeout=max(1.0, cfg["probe_deadline_s"] - (time.monotonic() - started)))
+    except subprocess.TimeoutExpired:
+        problem = f"the probes ran longer than {cfg['probe_deadline_s']:g} s in all"
+    except OSError as error:
+        problem = f"the probe phase failed: {error}"
+    finally:
+        proc.kill()
+        proc.wait()
+        if cfg["mode"] != "none":
+            _kill_everything_else()
+    return problem
 
 
 def _kill_everything_else() -> None:
@@ -399,7 +504,7 @@ def setup_main(config_path: str) -> int:
     try:
         if cfg["mode"] == "none":
             work = cfg["root_dir"]
-            _copy_in(in_fd, work, cfg["uid"], cfg["gid"])
+            _copy_in(in_fd, work, cfg["uid"], cfg["gid"], skip=(PROBE_DIR,))
             for sub in ("result", ".runtime", ".log"):
                 _mkdirs(os.path.join(work, sub), 0o700)
         else:
@@ -408,9 +513,9 @@ def setup_main(config_path: str) -> int:
         report["error"] = f"sandbox setup failed: {error}"
         write_report()
         return 3
-    os.close(in_fd)
     report["setup_s"] = round(time.monotonic() - started, 4)
     if cfg.get("preflight"):
+        os.close(in_fd)
         write_report()
         return 0
 
@@ -443,7 +548,7 @@ def setup_main(config_path: str) -> int:
     tail.join(timeout=2)
     report["run_s"] = round(time.monotonic() - t0, 4)
     t1 = time.monotonic()
-    report["copy_problems"] = _copy_out(work, out_fd)
+    report["copy_problems"] = _copy_out(work, out_fd, probes=False)
     try:
         fd = os.open("executor.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=out_fd)
         with os.fdopen(fd, "wb") as handle:
@@ -451,6 +556,13 @@ def setup_main(config_path: str) -> int:
     except OSError:
         pass
     report["copy_s"] = round(time.monotonic() - t1, 4)
+    if cfg.get("probe_deadline_s"):
+        t2 = time.monotonic()
+        report["probe_error"] = _probe_phase(cfg, in_fd, work)
+        report["probe_copy_problems"] = _copy_out(WORK if cfg["mode"] != "none" else work, out_fd) \
+            if report["probe_error"] is None else []
+        report["probe_s"] = round(time.monotonic() - t2, 4)
+    os.close(in_fd)
     write_report()
     return 0
 
@@ -488,6 +600,25 @@ def _processes_of(uid: int) -> int:
     return count
 
 
+def _package_dir() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def hidden_from_probes() -> list[str]:
+    """Directories the probe phase cannot see once the package is imported: dlcourse's own
+    (every implementation a part may forbid) and torch's (torch is forbidden everywhere)."""
+    import importlib.util
+
+    paths = [_package_dir()]
+    try:
+        spec = importlib.util.find_spec("torch")   # finds it without importing it
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        paths.extend(os.path.realpath(p) for p in spec.submodule_search_locations)
+    return paths
+
+
 def default_binds() -> list[str]:
     """What the kernel needs, read-only: the system, the Python installation, the venv, dlcourse."""
     import sysconfig
@@ -501,8 +632,7 @@ def default_binds() -> list[str]:
         path = sysconfig.get_paths().get(key)
         if path:
             paths.append(os.path.realpath(path))
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the dlcourse package
-    paths.append(package)
+    paths.append(_package_dir())
     return [p for p in dict.fromkeys(paths) if p and os.path.lexists(p)]
 
 
@@ -531,11 +661,13 @@ def preflight(mode: str | None = None) -> str | None:
 
 def run_sandboxed(in_dir: str, out_dir: str, scratch_dir: str, *, slot: int, memory_mb: int, cell_timeout: int,
                   total_timeout: int, work_mb: int = 512, nproc: int = 128, mode: str | None = None,
-                  preflight: bool = False) -> dict:
+                  preflight: bool = False, probe_deadline: float | None = None) -> dict:
     """Run the executor on the job in `in_dir` inside a sandbox; results land in `out_dir`.
 
-    Returns the setup report (setup.json) plus `wall_s`, `hard_killed` and `stderr` (the
-    unshare process's own complaints, if any).
+    With `probe_deadline` (seconds), the probe phase runs after the notebook on the job in
+    `in_dir/probe/` (see probe_runner.py), at most that long. Returns the setup report
+    (setup.json) plus `wall_s`, `hard_killed` and `stderr` (the unshare process's own
+    complaints, if any).
     """
     mode = mode or available_mode()
     try:
@@ -547,6 +679,9 @@ def run_sandboxed(in_dir: str, out_dir: str, scratch_dir: str, *, slot: int, mem
     cfg = {"mode": mode, "in_dir": in_dir, "out_dir": out_dir, "root_dir": scratch_dir, "uid": uid, "gid": uid,
            "binds": default_binds(), "python": python,
            "executor": os.path.join(os.path.dirname(os.path.abspath(__file__)), "executor.py"),
+           "probe_runner": os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe_runner.py"),
+           "probe_deadline_s": probe_deadline, "hide_always": [os.path.join(_package_dir(), "answers")],
+           "hide_from_probes": hidden_from_probes(),
            "work_mb": work_mb, "deadline_s": total_timeout, "preflight": preflight,
            "limits": {"memory_mb": memory_mb, "fsize_mb": min(256, work_mb), "nofile": 1024,
                       "nproc": nproc if mode == "root" else None, "cpu_s": total_timeout + 10}}
@@ -573,7 +708,7 @@ def run_sandboxed(in_dir: str, out_dir: str, scratch_dir: str, *, slot: int, mem
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     hard_killed = False
     try:
-        stdout, stderr = proc.communicate(timeout=total_timeout + 30)
+        stdout, stderr = proc.communicate(timeout=total_timeout + (probe_deadline or 0) + 30)
     except subprocess.TimeoutExpired:
         hard_killed = True
         proc.kill()   # unshare dies; --kill-child takes the PID namespace with it

@@ -1,9 +1,13 @@
 """`dlcourse check NOTEBOOK`: run a notebook's visible tests and show what they say, part by part.
 
 A student runs it from a terminal (`dlcourse check exercises/ch07-regularization/ch07-regularization.ipynb`)
-or from inside the notebook (`from dlcourse.grading.selfcheck import self_check; self_check()`).
+or from the notebook's last cell (`from dlcourse.grading.selfcheck import self_check; self_check()`).
 The notebook is executed in a fresh kernel on a temporary copy; the file itself is never
-changed. Hidden tests are not in a student's notebook: they run at grading time.
+changed. A cell that runs too long is interrupted and reported; the other parts still are.
+Hidden tests are not in a student's notebook: they run at grading time. What the check can
+already tell is whether a graded function uses a library implementation of the mechanic its
+part asks for (`Part.forbids`): the same probe process as the grader's, without the sandbox,
+calls each function once with the guard installed (probe_runner.py, guard.py).
 """
 from __future__ import annotations
 
@@ -21,6 +25,10 @@ __all__ = ["PartResult", "NotebookError", "read_notebook", "run_visible_tests", 
 
 class NotebookError(Exception):
     """The notebook cannot be read or run; the message says what to do."""
+
+
+TIMEOUT_ENAME = "CellTimeoutError"
+UNANSWERED = "YOUR ANSWER HERE"
 
 
 @dataclass
@@ -76,12 +84,12 @@ def _first_error_line(cell) -> str:
     return ""
 
 
-def run_visible_tests(path, timeout: int = 120, kernel_name: str = "python3") -> list[PartResult]:
-    """Execute a copy of the notebook in a fresh kernel; one result per graded cell."""
+def _execute(notebook, path, timeout: int, kernel_name: str) -> None:
+    """Run the notebook in place in a fresh kernel; a cell past `timeout` is interrupted, gets a
+    CellTimeoutError output, and the rest still runs."""
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from nbclient.exceptions import DeadKernelError
 
-    notebook = read_notebook(path)
     with tempfile.TemporaryDirectory(prefix="dlcourse-check-") as work:
         # Run beside a copy of the assignment's other files, so relative paths still work.
         source_dir = Path(path).resolve().parent
@@ -89,14 +97,14 @@ def run_visible_tests(path, timeout: int = 120, kernel_name: str = "python3") ->
             if item.is_file() and item.suffix != ".ipynb" and item.stat().st_size < 50_000_000:
                 shutil.copy2(item, work)
         client = NotebookClient(notebook, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
-                                resources={"metadata": {"path": work}})
+                                interrupt_on_timeout=True, resources={"metadata": {"path": work}},
+                                error_on_timeout={"ename": TIMEOUT_ENAME, "traceback": [],
+                                                  "evalue": f"the cell ran longer than {timeout} s and was interrupted"})
         # A notebook that calls self_check() must not start itself again inside the check.
         previous = os.environ.get("DLCOURSE_SELF_CHECK")
         os.environ["DLCOURSE_SELF_CHECK"] = "1"
         try:
             client.execute()
-        except CellTimeoutError:
-            raise NotebookError(f"a cell ran longer than {timeout} s; look for an endless loop") from None
         except DeadKernelError:
             raise NotebookError("the kernel died while running the notebook (out of memory, or os._exit)") from None
         finally:
@@ -104,16 +112,121 @@ def run_visible_tests(path, timeout: int = 120, kernel_name: str = "python3") ->
                 os.environ.pop("DLCOURSE_SELF_CHECK", None)
             else:
                 os.environ["DLCOURSE_SELF_CHECK"] = previous
-    results = []
-    for cell, meta in _graded_cells(notebook):
-        points = float(meta.get("points", 0))
-        if meta.get("solution") and cell.cell_type == "markdown":
-            results.append(PartResult(meta.get("grade_id", "?"), points, "written", None,
-                                      "written answer, graded by the instructor"))
+
+
+def _timed_out(cell) -> bool:
+    return any(o.get("output_type") == "error" and o.get("ename") == TIMEOUT_ENAME for o in cell.get("outputs", []))
+
+
+def run_visible_tests(path, timeout: int = 120, kernel_name: str = "python3") -> list[PartResult]:
+    """Execute a copy of the notebook in a fresh kernel; one result per graded cell."""
+    notebook = read_notebook(path)
+    _execute(notebook, path, timeout, kernel_name)
+    forbidden = forbidden_uses(notebook, timeout)
+    results, since_last_test = [], []
+    for cell in notebook.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if not meta.get("grade"):
+            since_last_test.append(cell)
             continue
-        error = _first_error_line(cell)
-        results.append(PartResult(meta.get("grade_id", "?"), points, "autograded", not error, error))
+        grade_id, points = meta.get("grade_id", "?"), float(meta.get("points", 0))
+        if meta.get("solution") and cell.cell_type == "markdown":
+            unanswered = not cell.source.strip() or cell.source.strip() == UNANSWERED
+            results.append(PartResult(grade_id, points, "written", None,
+                                      "unanswered: write your answer in the cell that says YOUR ANSWER HERE"
+                                      if unanswered else "written answer, graded by the instructor"))
+            continue
+        stuck = [c for c in since_last_test + [cell] if c.cell_type == "code" and _timed_out(c)]
+        since_last_test = []
+        if stuck:
+            where = "this test cell" if stuck[-1] is cell else "a cell above this test"
+            results.append(PartResult(grade_id, points, "autograded", False,
+                                      f"timed out: {where} ran longer than {timeout} s (look for an endless loop)"))
+        elif grade_id in forbidden:
+            results.append(PartResult(grade_id, points, "autograded", False, forbidden[grade_id]))
+        else:
+            error = _first_error_line(cell)
+            results.append(PartResult(grade_id, points, "autograded", not error, error))
     return results
+
+
+def forbidden_uses(notebook, timeout: int = 120) -> dict[str, str]:
+    """grade_id of a test cell -> why its function would earn nothing: it uses what its part
+    forbids. Each graded function of the notebook's chapter is called once on the part's
+    seed-0 cases in the grader's probe process (no sandbox here; nothing is compared)."""
+    from dlcourse.checks import parts_of
+    from dlcourse.grading.probe import Probe, write_probe_job
+
+    chapter = _chapter_of(notebook)
+    if chapter is None:
+        return {}
+    try:
+        parts = parts_of(chapter)
+    except ModuleNotFoundError:
+        return {}
+    probes, test_of = {}, {}
+    for part in parts:
+        index = _test_cell_after_definition(notebook, part.function)
+        if index is not None:
+            probes.setdefault(index, []).append(Probe(part.id, part.function))
+            test_of[part.id] = notebook.cells[index].metadata["nbgrader"]["grade_id"]
+    if not probes:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="dlcourse-check-probes-") as work:
+        folder = Path(work) / "probe"
+        plan = write_probe_job(folder, notebook, probes, seed=0, timeout=min(timeout, 60), isolated=False)
+        results = _run_probe_runner(Path(work), folder / "job.json", deadline=min(timeout, 60) * len(plan) + 30)
+        found = {}
+        for number, _, probe in plan:
+            message = results.get(f"p{number}", "")
+            if "ForbiddenMechanicError" in message:
+                found[test_of[probe.part_id]] = message.split(": ", 1)[-1]
+        return found
+
+
+def _chapter_of(notebook) -> str | None:
+    import re
+
+    for cell in notebook.cells:
+        found = re.search(r"\bcheck\(\s*['\"](ch\d\d)\.", cell.source) or \
+            re.search(r"Exercise (\d+)\b", cell.source if cell.cell_type == "markdown" else "")
+        if found:
+            value = found.group(1)
+            return value if value.startswith("ch") else f"ch{int(value):02d}"
+    return None
+
+
+def _test_cell_after_definition(notebook, function: str) -> int | None:
+    """The index of the first autograded test cell after the answer cell defining `function`."""
+    import re
+
+    defined = False
+    for index, cell in enumerate(notebook.cells):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type == "code" and re.search(rf"^def {re.escape(function)}\s*\(", cell.source, re.M):
+            defined = True
+        elif defined and meta.get("grade") and not meta.get("solution") and cell.cell_type == "code":
+            return index
+    return None
+
+
+def _run_probe_runner(work: Path, job: Path, deadline: float) -> dict[str, str]:
+    """{probe name: its first error message, or ''} after running the job without a sandbox."""
+    from dlcourse.grading.probe_runner import run_unsandboxed
+
+    messages = {}
+    out = run_unsandboxed(work, job, deadline)
+    for folder in sorted(out.iterdir()) if out.is_dir() else []:
+        errors = []
+        for record in sorted(folder.glob("c*.json")):
+            try:
+                data = json.loads(record.read_text())
+            except ValueError:
+                continue
+            if isinstance(data, dict) and "error" in data:
+                errors.append(str(data["error"]))
+        messages[folder.name] = errors[0] if errors else ""
+    return messages
 
 
 def format_table(results: list[PartResult]) -> str:
@@ -139,8 +252,8 @@ def self_check(path=None, timeout: int = 120) -> list[PartResult]:
 
     `path` defaults to the notebook JupyterLab is running (JPY_SESSION_NAME).
     """
-    if os.environ.get("DLCOURSE_SELF_CHECK"):
-        return []  # already inside a check of this notebook
+    if os.environ.get("DLCOURSE_SELF_CHECK") or os.environ.get("NBGRADER_EXECUTION"):
+        return []  # already inside a check of this notebook, or being graded
     path = path or os.environ.get("JPY_SESSION_NAME")
     if not path:
         raise NotebookError("cannot tell which notebook this is: call self_check('name.ipynb')")
