@@ -5,73 +5,95 @@ must not print the implementation that answers the exercise. Two kinds of code a
 
 - the solution cells of ``solutions/*/*.ipynb`` (the lines between ``### BEGIN SOLUTION`` and
   ``### END SOLUTION``);
-- the package's own implementation of a graded mechanic (``Conv2d.backward`` answers
-  ``conv2d_backward``, ``Adam._update`` answers ``adam_step``, …), listed in ``GRADED_MECHANICS``.
+- the package code that a graded part forbids the student to use, because it implements the
+  part's mechanic: the ``dlcourse`` names in ``Part.forbids`` of every part of
+  ``dlcourse.checks.parts_of(chapter)`` (``dlcourse.nn.Conv2d`` for ``conv2d_backward``,
+  ``dlcourse.optim.Adam`` for ``adam_step``, …) and in ``ALWAYS_FORBIDDEN`` (the answer key).
+  A class counts with its ``dlcourse`` base classes other than ``Module``, the base of every
+  layer, which no part forbids; a module or package counts with all its code.
 
 Both are compared with the text of every page of the built book (the ``built_site`` fixture of
-``test_book.py``, so the book is built once per session): code lines are normalised (comments
-and spacing dropped), trivial lines (fewer than three names or numbers, such as ``return y``) are
-skipped, and any run of three consecutive remaining lines of an answer that appears in a page,
-in the same order, fails the test.
+``test_book.py``, so the book is built once per session): code lines are normalised (comments,
+docstrings and spacing dropped), trivial lines (fewer than three names or numbers, such as
+``return y``) are skipped, and any run of three consecutive remaining lines of an answer that
+appears in a page, in the same order, fails the test.
 """
+import ast
 import html
 import importlib
 import inspect
 import json
+import pkgutil
 import re
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from dlcourse import checks
+from dlcourse.nn import Module
 from test_book import built_site  # noqa: F401  (the session's one strict build of the book)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = 3                                          # consecutive non-trivial lines that count as a copy
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+CHAPTERS = sorted(path.name[:4] for path in (ROOT / "solutions").glob("ch*"))
 
-# The package code that implements what an exercise grades, "module:qualified name" -> the part it answers.
-GRADED_MECHANICS = {
-    "dlcourse.nn:Linear.forward": "ch02.dense_forward",
-    "dlcourse.nn:Linear.backward": "ch03.two_layer_backward",
-    "dlcourse.nn:Sigmoid.backward": "ch04.sigmoid_backward",
-    "dlcourse.nn:Tanh.backward": "ch04.tanh_backward",
-    "dlcourse.nn:LeakyReLU.forward": "ch04.leaky_relu",
-    "dlcourse.nn:LeakyReLU.backward": "ch04.leaky_relu_backward",
-    "dlcourse.nn:Softmax.forward": "ch04.softmax",
-    "dlcourse.nn:Softmax.backward": "ch04.softmax_backward",
-    "dlcourse.nn:GELU.forward": "ch04.gelu",
-    "dlcourse.nn:MSELoss.forward": "ch05.mse_loss",
-    "dlcourse.nn:LogSoftmax.forward": "ch05.log_softmax",
-    "dlcourse.nn:CrossEntropyLoss.forward": "ch05.cross_entropy",
-    "dlcourse.nn:BCEWithLogitsLoss.forward": "ch05.bce_with_logits",
-    "dlcourse.nn:MultiMarginLoss.forward": "ch05.multi_margin_loss",
-    "dlcourse.nn:MultiMarginLoss.backward": "ch05.multi_margin_loss",
-    "dlcourse.optim:SGD._update": "ch06.sgd_momentum_step / ch06.nesterov_step",
-    "dlcourse.optim:Adam._update": "ch06.adam_step",
-    "dlcourse.optim:RMSprop._update": "ch06.rmsprop_step",
-    "dlcourse.nn.utils:clip_grad_norm_": "ch06.clip_grad_norm",
-    "dlcourse.nn:Dropout.forward": "ch07.dropout_forward",
-    "dlcourse.nn:Dropout.backward": "ch07.dropout_backward",
-    "dlcourse.nn:BatchNorm1d.forward": "ch07.batchnorm_forward",
-    "dlcourse.nn:BatchNorm1d.backward": "ch07.batchnorm_backward",
-    "dlcourse.nn.normalization:_normalized_input_backward": "ch07.batchnorm_backward / ch12.layer_norm",
-    "dlcourse.nn:Conv2d.forward": "ch09.conv2d_forward",
-    "dlcourse.nn:Conv2d.backward": "ch09.conv2d_backward",
-    "dlcourse.nn:MaxPool2d.forward": "ch09.maxpool_forward",
-    "dlcourse.nn:MaxPool2d.backward": "ch09.maxpool_backward",
-    "dlcourse.nn.rnn:rnn_tanh_step": "ch10.rnn_step",
-    "dlcourse.nn.rnn:rnn_tanh_step_backward": "ch10.rnn_backward",
-    "dlcourse.nn.rnn:RNNBase._forward_direction": "ch10.rnn_forward / ch11.lstm_forward",
-    "dlcourse.nn.rnn:RNNBase._backward_direction": "ch10.rnn_backward",
-    "dlcourse.nn.rnn:lstm_step": "ch11.lstm_cell_forward",
-    "dlcourse.nn.rnn:lstm_step_backward": "ch11.lstm_cell_backward",
-    "dlcourse.nn.rnn:gru_step": "ch11.gru_cell_forward",
-    "dlcourse.nn:ScaledDotProductAttention.forward": "ch12.attention",
-    "dlcourse.nn:ScaledDotProductAttention.backward": "ch12.attention_backward",
-    "dlcourse.nn:LayerNorm.forward": "ch12.layer_norm",
-    "dlcourse.nn:PositionalEncoding.__init__": "ch12.positional_encoding",
-}
+
+def forbidden_names():
+    """Every dlcourse name a graded part forbids, with the parts that forbid it."""
+    names = {name: ["every part"] for name in checks.ALWAYS_FORBIDDEN if name.startswith("dlcourse")}
+    for chapter in CHAPTERS:
+        for part in checks.parts_of(chapter):
+            for name in part.forbids:
+                if name.startswith("dlcourse"):
+                    names.setdefault(name, []).append(part.id)
+    return names
+
+
+def resolve(dotted):
+    """The object a dotted name stands for: a module, or an attribute of the longest importable prefix."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(dotted)
+
+
+def code_of(obj):
+    """The source texts that implement obj (see the module docstring)."""
+    if inspect.ismodule(obj):
+        texts = [inspect.getsource(obj)]
+        if hasattr(obj, "__path__"):
+            for info in pkgutil.walk_packages(obj.__path__, obj.__name__ + "."):
+                texts.append(inspect.getsource(importlib.import_module(info.name)))
+        return texts
+    if inspect.isclass(obj):
+        return [inspect.getsource(cls) for cls in obj.__mro__
+                if cls.__module__.startswith("dlcourse") and cls is not Module]
+    return [inspect.getsource(obj)]
+
+
+def without_docstrings(source):
+    """The source with its docstrings blanked out (they explain; they are not the implementation)."""
+    lines = source.splitlines()
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:                              # an indented method: parse it dedented
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            for number in range(body[0].lineno - 1, body[0].end_lineno):
+                lines[number] = ""
+    return "\n".join(lines)
 
 
 def normalized_lines(code):
@@ -102,21 +124,13 @@ def solution_bodies():
     return bodies
 
 
-def mechanic_body(target):
-    """The source of a graded mechanic without its signature and docstring."""
-    module_name, qualified = target.split(":")
-    obj = importlib.import_module(module_name)
-    for name in qualified.split("."):
-        obj = getattr(obj, name)
-    source = textwrap.dedent(inspect.getsource(obj))
-    body = source.split(":\n", 1)[1] if source.lstrip().startswith("def ") else source
-    return re.sub(r'^\s*[rRuU]?(""".*?"""|\'\'\'.*?\'\'\')', "", body, count=1, flags=re.S)
-
-
 def answers():
     found = [(label, runs(normalized_lines(code))) for label, code in solution_bodies()]
-    found += [(f"{target} (answers {part})", runs(normalized_lines(mechanic_body(target))))
-              for target, part in GRADED_MECHANICS.items()]
+    for name, parts in sorted(forbidden_names().items()):
+        windows = set()
+        for source in code_of(resolve(name)):
+            windows |= runs(normalized_lines(without_docstrings(textwrap.dedent(source))))
+        found.append((f"{name} (forbidden in {', '.join(parts[:3])})", windows))
     return [(label, windows) for label, windows in found if windows]
 
 
@@ -129,11 +143,11 @@ def test_the_answers_are_found():
     labelled = answers()
     solutions = [label for label, _ in labelled if " cell " in label]
     assert len(solutions) >= 40, f"only {len(solutions)} solution cells with three or more code lines"
-    assert len(labelled) - len(solutions) >= 30, "the graded mechanics' sources were not read"
+    assert len(labelled) - len(solutions) >= 50, "the forbidden mechanics' sources were not read"
 
 
 def test_a_copied_answer_is_detected():
-    label, windows = next((label, w) for label, w in answers() if label.startswith("dlcourse.nn:Conv2d.backward"))
+    label, windows = next((label, w) for label, w in answers() if label.startswith("dlcourse.nn.Conv2d "))
     window = sorted(windows)[0].split("\n")
     reformatted = "\n".join("        " + line.replace(" ", "  ") + "   # a comment" for line in window)
     assert runs(normalized_lines("print(1)\n" + reformatted + "\nx")) & windows
