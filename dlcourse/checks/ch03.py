@@ -10,17 +10,9 @@ import numpy as np
 
 from dlcourse import nn
 from dlcourse._random import using_generator
+from dlcourse.checks import implementations
 from dlcourse.checks import part
 
-# Library implementations of the mechanics this chapter's parts ask for (Part.forbids).
-_SOFTMAX_IMPLEMENTATIONS = (
-    "dlcourse.nn.Softmax",
-    "dlcourse.nn.LogSoftmax",
-    "dlcourse.nn.activation._log_softmax",
-    "scipy.special.softmax",
-    "scipy.special.log_softmax",
-    "scipy.special.logsumexp",
-)
 _GRADCHECK_IMPLEMENTATIONS = (
     "dlcourse.gradcheck",
     "scipy.optimize.approx_fprime",
@@ -46,7 +38,7 @@ def _targets(rng, n, classes):
 
 
 @part("ch03.softmax_cross_entropy_delta", "softmax_cross_entropy_delta", asks='the softmax-cross-entropy gradient',
-      forbids=_SOFTMAX_IMPLEMENTATIONS + ("dlcourse.nn.CrossEntropyLoss",))
+      forbids=implementations.SOFTMAX_IMPLEMENTATIONS + ("dlcourse.nn.CrossEntropyLoss",))
 def softmax_cross_entropy_delta_cases(rng):
     """δ = ∂J/∂Z of the mean cross-entropy of softmax(Z): (softmax(Z) − one_hot(y)) / N."""
     cases = []
@@ -56,9 +48,9 @@ def softmax_cross_entropy_delta_cases(rng):
 
 
 @part("ch03.two_layer_backward", "two_layer_backward", asks="a two-layer network's backward pass",
-      forbids=_SOFTMAX_IMPLEMENTATIONS + ("dlcourse.nn.Linear", "dlcourse.nn.ReLU", "dlcourse.nn.Sigmoid",
-                                          "dlcourse.nn.Tanh", "dlcourse.nn.CrossEntropyLoss",
-                                          "dlcourse.nn.Sequential", "dlcourse.models.MLP"))
+      forbids=implementations.SOFTMAX_IMPLEMENTATIONS + (
+          "dlcourse.nn.Linear", "dlcourse.nn.ReLU", "dlcourse.nn.Sigmoid", "dlcourse.nn.Tanh",
+          "dlcourse.nn.CrossEntropyLoss", "dlcourse.nn.Sequential", "dlcourse.models.MLP"))
 def two_layer_backward_cases(rng):
     """All four gradients of J = mean CE(σ(X W1ᵀ + b1) W2ᵀ + b2, y)."""
     cases = []

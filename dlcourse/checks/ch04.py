@@ -8,6 +8,7 @@ cached its input would.
 """
 import numpy as np
 
+from dlcourse.checks import implementations
 from dlcourse.checks import part
 
 # Library implementations of the mechanics this chapter's parts ask for (Part.forbids).
@@ -16,14 +17,6 @@ _SIGMOID_IMPLEMENTATIONS = (
     "dlcourse.nn.activation._sigmoid",
     "dlcourse.nn.rnn._sigmoid",
     "scipy.special.expit",
-)
-_SOFTMAX_IMPLEMENTATIONS = (
-    "dlcourse.nn.Softmax",
-    "dlcourse.nn.LogSoftmax",
-    "dlcourse.nn.activation._log_softmax",
-    "scipy.special.softmax",
-    "scipy.special.log_softmax",
-    "scipy.special.logsumexp",
 )
 
 
@@ -93,14 +86,14 @@ def _softmax_inputs(rng):
 
 
 @part("ch04.softmax", "softmax", asks='the softmax',
-      forbids=_SOFTMAX_IMPLEMENTATIONS)
+      forbids=implementations.SOFTMAX_IMPLEMENTATIONS)
 def softmax_cases(rng):
     """softmax along the last axis, finite for logits of ±1000."""
     return [(x,) for x in _softmax_inputs(rng)]
 
 
 @part("ch04.softmax_backward", "softmax_backward", asks="the softmax's backward pass",
-      forbids=_SOFTMAX_IMPLEMENTATIONS)
+      forbids=implementations.SOFTMAX_IMPLEMENTATIONS)
 def softmax_backward_cases(rng):
     """The Jacobian-vector product y ⊙ (g − Σ_j g_j y_j) along the last axis, y = softmax(x)."""
     return [(rng.standard_normal(x.shape), x) for x in _softmax_inputs(rng)]

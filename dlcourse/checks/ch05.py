@@ -7,17 +7,8 @@ Every loss is averaged over the batch (torch's reduction='mean'). The references
 """
 import numpy as np
 
+from dlcourse.checks import implementations
 from dlcourse.checks import part
-
-# Library implementations of the mechanics this chapter's parts ask for (Part.forbids).
-_SOFTMAX_IMPLEMENTATIONS = (
-    "dlcourse.nn.Softmax",
-    "dlcourse.nn.LogSoftmax",
-    "dlcourse.nn.activation._log_softmax",
-    "scipy.special.softmax",
-    "scipy.special.log_softmax",
-    "scipy.special.logsumexp",
-)
 
 
 def _value_and_grad(loss_fn, x, target):
@@ -45,7 +36,7 @@ def mse_loss_cases(rng):
 
 
 @part("ch05.log_softmax", "log_softmax", asks='a stable log-softmax',
-      forbids=_SOFTMAX_IMPLEMENTATIONS)
+      forbids=implementations.SOFTMAX_IMPLEMENTATIONS)
 def log_softmax_cases(rng):
     """log-softmax of every row of (N, C) logits, including rows of ±1000 and a large common offset."""
     return [(_logits(rng, 4, 5),), (_logits(rng, 1, 3),), (_saturated_logits(rng, 3, 4),),
@@ -65,7 +56,7 @@ def _class_cases(rng):
 
 
 @part("ch05.cross_entropy", "cross_entropy", asks='cross-entropy and its gradient',
-      forbids=_SOFTMAX_IMPLEMENTATIONS + ("dlcourse.nn.CrossEntropyLoss",))
+      forbids=implementations.SOFTMAX_IMPLEMENTATIONS + ("dlcourse.nn.CrossEntropyLoss",))
 def cross_entropy_cases(rng):
     """Cross-entropy from (N, C) logits and (N,) class indices, averaged over the batch; ±1000 logits included."""
     return _class_cases(rng)

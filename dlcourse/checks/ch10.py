@@ -7,30 +7,8 @@ The references (the answer key, `dlcourse.answers`) come from `dlcourse.nn.RNNCe
 import numpy as np
 
 from dlcourse import nn
+from dlcourse.checks import implementations
 from dlcourse.checks import part
-
-# Library implementations of the mechanics this chapter's parts ask for (Part.forbids).
-# The whole recurrent family: LSTM and GRU share RNN's machinery (RNNBase, the step functions).
-_RECURRENT_IMPLEMENTATIONS = (
-    "dlcourse.nn.RNN",
-    "dlcourse.nn.RNNCell",
-    "dlcourse.nn.LSTM",
-    "dlcourse.nn.LSTMCell",
-    "dlcourse.nn.GRU",
-    "dlcourse.nn.GRUCell",
-    "dlcourse.nn.rnn.RNNBase",
-    "dlcourse.nn.rnn.RNNCellBase",
-    "dlcourse.nn.rnn.rnn_tanh_step",
-    "dlcourse.nn.rnn.rnn_tanh_step_backward",
-    "dlcourse.nn.rnn.rnn_relu_step",
-    "dlcourse.nn.rnn.rnn_relu_step_backward",
-    "dlcourse.nn.rnn.lstm_step",
-    "dlcourse.nn.rnn.lstm_step_backward",
-    "dlcourse.nn.rnn.gru_step",
-    "dlcourse.nn.rnn.gru_step_backward",
-    "dlcourse.models.LSTMLanguageModel",
-    "dlcourse.models.CNNLSTM",
-)
 
 
 def _cell(w_ih, w_hh, b_ih, b_hh):
@@ -58,7 +36,7 @@ def _weights(rng, inputs, hidden, scale):
 
 # ---------------------------------------------------------------------- one step
 @part("ch10.rnn_step", "rnn_step", asks='one RNN step',
-      forbids=_RECURRENT_IMPLEMENTATIONS)
+      forbids=implementations.RECURRENT_IMPLEMENTATIONS)
 def rnn_step_cases(rng):
     """h' = tanh(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh) for a batch: x (N, in), h (N, H)."""
     cases = []
@@ -89,14 +67,14 @@ def _sequence_inputs(rng):
 
 
 @part("ch10.rnn_forward", "rnn_forward", asks='the RNN over a sequence',
-      forbids=_RECURRENT_IMPLEMENTATIONS)
+      forbids=implementations.RECURRENT_IMPLEMENTATIONS)
 def rnn_forward_cases(rng):
     """The tanh RNN over a sequence x (T, N, in) from h0 (N, H): (output (T, N, H), h_n (N, H))."""
     return _sequence_inputs(rng)
 
 
 @part("ch10.rnn_backward", "rnn_backward", asks='backpropagation through time',
-      forbids=_RECURRENT_IMPLEMENTATIONS)
+      forbids=implementations.RECURRENT_IMPLEMENTATIONS)
 def rnn_backward_cases(rng):
     """Backpropagation through time: (dx, dh0, dW_ih, dW_hh, db_ih, db_hh) for d output (T, N, H)."""
     cases = []
@@ -108,7 +86,7 @@ def rnn_backward_cases(rng):
 
 # ---------------------------------------------------------------------- vanishing gradients
 @part("ch10.hidden_gradient_norms", "hidden_gradient_norms", asks='the gradient norms through time',
-      forbids=_RECURRENT_IMPLEMENTATIONS)
+      forbids=implementations.RECURRENT_IMPLEMENTATIONS)
 def hidden_gradient_norms_cases(rng):
     """‖∂h_T/∂h_t‖_F for t = 0 … T−1 of one sequence x (T, in) from h0 (H,)."""
     cases = []

@@ -8,30 +8,9 @@ Everything is float64 (rtol 1e-6).
 import numpy as np
 
 from dlcourse import nn
+from dlcourse.checks import implementations
 from dlcourse.checks import part
 
-# Library implementations of the mechanics this chapter's parts ask for (Part.forbids).
-# The whole recurrent family: LSTM and GRU share RNN's machinery (RNNBase, the step functions).
-_RECURRENT_IMPLEMENTATIONS = (
-    "dlcourse.nn.RNN",
-    "dlcourse.nn.RNNCell",
-    "dlcourse.nn.LSTM",
-    "dlcourse.nn.LSTMCell",
-    "dlcourse.nn.GRU",
-    "dlcourse.nn.GRUCell",
-    "dlcourse.nn.rnn.RNNBase",
-    "dlcourse.nn.rnn.RNNCellBase",
-    "dlcourse.nn.rnn.rnn_tanh_step",
-    "dlcourse.nn.rnn.rnn_tanh_step_backward",
-    "dlcourse.nn.rnn.rnn_relu_step",
-    "dlcourse.nn.rnn.rnn_relu_step_backward",
-    "dlcourse.nn.rnn.lstm_step",
-    "dlcourse.nn.rnn.lstm_step_backward",
-    "dlcourse.nn.rnn.gru_step",
-    "dlcourse.nn.rnn.gru_step_backward",
-    "dlcourse.models.LSTMLanguageModel",
-    "dlcourse.models.CNNLSTM",
-)
 
 _CELL_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -69,14 +48,14 @@ def _cell_inputs(rng, gates):
 
 # ---------------------------------------------------------------------- LSTM cell
 @part("ch11.lstm_cell_forward", "lstm_cell_forward", asks="the LSTM cell's forward pass",
-      forbids=_RECURRENT_IMPLEMENTATIONS)
+      forbids=implementations.RECURRENT_IMPLEMENTATIONS)
 def lstm_cell_forward_cases(rng):
     """One LSTM step, gates i, f, g, o: (h', c') from x (N, in), h (N, H), c (N, H)."""
     return _cell_inputs(rng, 4)
 
 
 @part("ch11.lstm_cell_backward", "lstm_cell_backward", asks="the LSTM cell's backward pass",
-      forbids=_RECURRENT_IMPLEMENTATIONS)
+      forbids=implementations.RECURRENT_IMPLEMENTATIONS)
 def lstm_cell_backward_cases(rng):
     """One LSTM step backward: (dx, dh, dc, dW_ih, dW_hh, db) from the gradients of h' and c'."""
     cases = []
@@ -87,7 +66,7 @@ def lstm_cell_backward_cases(rng):
 
 # ---------------------------------------------------------------------- LSTM over a sequence
 @part("ch11.lstm_forward", "lstm_forward", asks='the LSTM over a sequence',
-      forbids=_RECURRENT_IMPLEMENTATIONS)
+      forbids=implementations.RECURRENT_IMPLEMENTATIONS)
 def lstm_forward_cases(rng):
     """The LSTM over x (T, N, in) from (h0, c0), each (N, H): (output (T, N, H), h_n, c_n)."""
     cases = []
@@ -100,7 +79,7 @@ def lstm_forward_cases(rng):
 
 # ---------------------------------------------------------------------- GRU cell
 @part("ch11.gru_cell_forward", "gru_cell_forward", asks="the GRU cell's forward pass",
-      forbids=_RECURRENT_IMPLEMENTATIONS)
+      forbids=implementations.RECURRENT_IMPLEMENTATIONS)
 def gru_cell_forward_cases(rng):
     """One GRU step, gates r, z, n (torch's form, r inside n's hidden term): h' from x (N, in), h (N, H)."""
     return _cell_inputs(rng, 3)
