@@ -159,7 +159,7 @@ def test_json_lines_gradebook_and_unchanged_submissions(course):
     assert gradebook_scores(course, "bob") == {**PARTS, "batchnorm_forward_tests": 0.0}
     rows = {r["student"]: r for r in outcome_rows(course)}
     # the whole reason in --json and the gradebook; only the terminal table cuts it
-    assert "(allowed rtol=" in lines["bob"]["reason"] and "…" not in lines["bob"]["reason"], lines["bob"]
+    assert "(DESIRED)" in lines["bob"]["reason"] and "…" not in lines["bob"]["reason"], lines["bob"]
     assert rows["bob"]["reason"] == lines["bob"]["reason"] and len(lines["bob"]["reason"]) > 100
     table_row = next(line for line in completed.stderr.splitlines() if line.startswith("bob "))
     assert table_row.endswith("…") and lines["bob"]["reason"] not in table_row

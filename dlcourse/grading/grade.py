@@ -217,7 +217,7 @@ def _partial_credit(outputs, points: float) -> float:
 def _error_of(cell) -> str:
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
-            value = _one_line(out.get("evalue", ""), 200)
+            value = _one_line(out.get("evalue", ""), 1500)
             return f"{out.get('ename', 'Error')}: {value}" if value else str(out.get("ename", "Error"))
     return ""
 
