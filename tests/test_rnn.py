@@ -24,11 +24,16 @@ def _one_torch_thread():
 
 @pytest.fixture(autouse=True)
 def _exact_float32_on_cuda():
-    """cuDNN may run float32 recurrences in TF32; parity is promised against float32 math."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    """cuDNN may run float32 recurrences in TF32; parity is promised against float32 math.
+
+    Uses the flags() context managers: torch's own test utilities (imported by the
+    module_db tests in the same worker) freeze the global cuDNN flags against assignment.
+    """
+    saved_matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+        yield
+    torch.backends.cuda.matmul.allow_tf32 = saved_matmul
 
 
 def make_pair(kind, dtype, device, seed=0, **kwargs):
