@@ -73,6 +73,9 @@ class Part:
     forbids: dotted names of the library implementations of what the part asks the student
     to write (`"dlcourse.nn.LSTMCell"`, a module such as `"scipy.signal"`); `torch` is
     always forbidden (ALWAYS_FORBIDDEN). `asks` says in a few words what the part asks for.
+    derived: the notebook gives the forward computation and the shapes but not this part's
+    formula (a backward pass the student derives); its visible test is a numerical gradient
+    check (`dlcourse.gradcheck`), its hidden check compares with the reference as usual.
     """
 
     id: str
@@ -84,6 +87,7 @@ class Part:
     description: str = ""
     forbids: tuple[str, ...] = ()
     asks: str = ""
+    derived: bool = False
     extra: dict = field(default_factory=dict)
     _reference: Callable[..., Any] | None = field(default=None, repr=False)
 
@@ -111,14 +115,14 @@ class Part:
 
 
 def part(id: str, function: str, rtol: float = 1e-6, atol: float = 1e-8, compare=None, description: str = "",
-         forbids: tuple[str, ...] = (), asks: str = ""):
+         forbids: tuple[str, ...] = (), asks: str = "", derived: bool = False):
     """Decorator for a chapter module: `@part("ch07.dropout_forward", "dropout_forward",
     forbids=("dlcourse.nn.Dropout",), asks="dropout's forward pass")` on a function
     `cases(rng)`; the answer key attaches the reference with `dlcourse.answers.reference`."""
     def register(make_cases):
         _REGISTRY[id] = Part(id=id, function=function, make_cases=make_cases, rtol=rtol, atol=atol, compare=compare,
                              description=description or make_cases.__doc__ or "", forbids=tuple(forbids),
-                             asks=asks or function.replace("_", " "))
+                             asks=asks or function.replace("_", " "), derived=derived)
         return make_cases
     return register
 
