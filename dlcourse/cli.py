@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     similarity = commands.add_parser("similarity", help="the copy report: each student's answers against every "
                                                         "other student's and the course's own code (HTML)")
-    similarity.add_argument("assignment")
+    similarity.add_argument("assignment", help="the assignment (a folder of solutions/)")
     similarity.add_argument("--out", default=None, help="folder for report.html and scores.json "
                                                         "(default similarity/<assignment>/)")
     similarity.set_defaults(handler=_similarity)

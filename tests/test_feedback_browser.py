@@ -14,7 +14,10 @@ from dlcourse.grading.feedback_render import render_page
 from test_book import QuietHandler, browser, open_offline  # noqa: F401  (browser: the session's Chromium)
 from test_feedback import hostile_notebook, job_for
 
-pytestmark = pytest.mark.slow
+# The "book" group: the same worker as the book's browser tests, sharing their Chromium
+# (and a thread with no asyncio loop left running by other tests, which Playwright's sync API
+# refuses).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
 
 PROBE = "window.pwned === undefined && !document.querySelector('base') && !document.querySelector('svg script')"
 

@@ -213,7 +213,8 @@ GUS = {
     return grad_x, grad_gamma, grad_beta""",
 }
 
-# hal: dlcourse.nn's BatchNorm1d and Dropout, pasted and adapted
+# hal: dlcourse.nn's BatchNorm1d (its _normalize, _mean_of_product, _affine and
+# _normalized_input_backward inlined) and Dropout, pasted and adapted
 HAL = {
     "dropout_forward": """
     scale = 0.0 if p == 1 else 1.0 / (1 - p)
@@ -224,31 +225,41 @@ HAL = {
     scaled_mask = (mask * scale).astype(grad_output.dtype)
     return grad_output * scaled_mask""",
     "batchnorm_forward": """
+    import math
     axes = (0,) + tuple(range(2, x.ndim))
-    per_channel = (1, -1) + (1,) * (x.ndim - 2)
-    mean = x.mean(axis=axes)
-    centered = x - mean.reshape(per_channel)
-    var = (centered ** 2).mean(axis=axes)
-    inv_std = (1 / np.sqrt(var + eps)).reshape(per_channel)
-    x_hat = centered * inv_std
-    y = x_hat
-    y = y * gamma.astype(x.dtype, copy=False).reshape(per_channel)
-    return y + beta""",
+    mean = x.mean(axis=axes, keepdims=True)
+    x_hat = x - mean
+    letters = "abcdefghijklmnop"[:x_hat.ndim]
+    kept = "".join(letter for axis, letter in enumerate(letters) if axis not in axes)
+    total = np.einsum(f"{letters},{letters}->{kept}", x_hat, x_hat)
+    count = math.prod(x_hat.shape[axis] for axis in axes)
+    var = (total / count).reshape([1 if axis in axes else n for axis, n in enumerate(x_hat.shape)])
+    inv_std = 1 / np.sqrt(var + eps)
+    x_hat *= inv_std
+    y = x_hat * gamma
+    y += beta
+    return y""",
     "batchnorm_backward": """
+    import math
     axes = (0,) + tuple(range(2, x.ndim))
-    per_channel = (1, -1) + (1,) * (x.ndim - 2)
-    mean = x.mean(axis=axes)
-    centered = x - mean.reshape(per_channel)
-    var = (centered ** 2).mean(axis=axes)
-    inv_std = (1 / np.sqrt(var + eps)).reshape(per_channel)
-    x_hat = centered * inv_std
-    dgamma = (grad_output * x_hat).sum(axis=axes)
-    grad_x_hat = grad_output * gamma.astype(x_hat.dtype, copy=False).reshape(inv_std.shape)
+    mean = x.mean(axis=axes, keepdims=True)
+    x_hat = x - mean
+    letters = "abcdefghijklmnop"[:x_hat.ndim]
+    kept = "".join(letter for axis, letter in enumerate(letters) if axis not in axes)
+    total = np.einsum(f"{letters},{letters}->{kept}", x_hat, x_hat)
+    count = math.prod(x_hat.shape[axis] for axis in axes)
+    var = (total / count).reshape([1 if axis in axes else n for axis, n in enumerate(x_hat.shape)])
+    inv_std = 1 / np.sqrt(var + eps)
+    x_hat *= inv_std
+    total = np.einsum(f"{letters},{letters}->{kept}", grad_output, x_hat)
+    dgamma = (total / count).reshape(-1) * (x_hat.size // x_hat.shape[1])
     dbeta = grad_output.sum(axis=axes)
-    dx = inv_std * (grad_x_hat
-                    - grad_x_hat.mean(axis=axes, keepdims=True)
-                    - x_hat * (grad_x_hat * x_hat).mean(axis=axes, keepdims=True))
-    return dx, dgamma, dbeta""",
+    grad_x_hat = grad_output * gamma.astype(x_hat.dtype, copy=False).reshape(inv_std.shape)
+    grad = grad_x_hat - grad_x_hat.mean(axis=axes, keepdims=True)
+    total = np.einsum(f"{letters},{letters}->{kept}", grad_x_hat, x_hat)
+    grad -= x_hat * (total / count).reshape([1 if axis in axes else n for axis, n in enumerate(x_hat.shape)])
+    grad *= inv_std
+    return grad, dgamma, dbeta""",
 }
 
 COPIES = {"eve": ("eve", "ann"), "fay": ("fay", "ben"), "gus": ("gus", "course: solutions/"),

@@ -368,13 +368,48 @@ def _fresh_work(cfg: dict, work: str) -> str:
                 os.unlink(path)
         return work
     owner = f",uid={uid},gid={gid}" if cfg["mode"] == "root" else ""
+    under_tmp = _held_binds_under_tmp(cfg)
     _mount("tmpfs", WORK, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(cfg['work_mb'])}m,mode=700{owner}")
     for sub in (".tmp", ".shm"):
         _mkdirs(os.path.join(WORK, sub), 0o1777)
         os.chmod(os.path.join(WORK, sub), 0o1777)
     _bind(WORK + "/.tmp", "/tmp", readonly=False)
     _bind(WORK + "/.shm", "/dev/shm", readonly=False)
+    _restore_binds_under_tmp(under_tmp)
     return WORK
+
+
+def _held_binds_under_tmp(cfg: dict) -> list[tuple[str, int | str]]:
+    """The read-only binds that live under /tmp (a course checked out there: its .venv and
+    dlcourse), each held by an O_PATH descriptor (or its link text) before the fresh /tmp
+    covers them, as the kernel phase's root orders its binds after /tmp for the same reason."""
+    held = []
+    for path in sorted(set(cfg["binds"]), key=len):
+        if not path.startswith("/tmp/") or any(path.startswith(p.rstrip("/") + "/") for p, _ in held):
+            continue
+        if os.path.islink(path):
+            held.append((path, os.readlink(path)))
+        elif os.path.exists(path):
+            held.append((path, os.open(path, os.O_PATH | os.O_NOFOLLOW)))
+    return held
+
+
+def _restore_binds_under_tmp(held: list[tuple[str, int | str]]) -> None:
+    """Bind what `_held_binds_under_tmp` held back at its path (recursively: the answer key's
+    empty tmpfs inside the package stays over it), read-only."""
+    for path, handle in held:
+        _mkdirs(os.path.dirname(path))
+        if isinstance(handle, str):
+            os.symlink(handle, path)
+            continue
+        try:
+            if stat.S_ISDIR(os.fstat(handle).st_mode):
+                _mkdirs(path)
+            else:
+                open(path, "w").close()
+            _bind(f"/proc/self/fd/{handle}", path)
+        finally:
+            os.close(handle)
 
 
 def _timed_out_cells(work: str) -> list[int]:
