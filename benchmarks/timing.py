@@ -2,11 +2,14 @@
 
 Each case is timed as the median of `repeats` runs (after a warm-up), dlcourse's and torch's
 runs interleaved; the table prints the ratio dlcourse / torch, so machine noise that hits
-both sides cancels out.
+both sides cancels out. With one thread the clock is the process's CPU time, which does not
+count the time the scheduler gives other processes on a shared machine; with several
+threads it is wall time (CPU time would add the threads up).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -17,23 +20,29 @@ import torch
 from threadpoolctl import threadpool_limits
 
 
-def paired_median_times(ours, theirs, repeats: int, min_time: float = 0.05) -> tuple[float, float]:
+def paired_median_times(ours, theirs, repeats: int, min_time: float = 0.05,
+                        clock=time.perf_counter) -> tuple[float, float]:
     """Median seconds per call of both, their samples interleaved (ours, torch, ours, …) so
     that a busy phase of a shared machine slows both sides alike."""
     calls = []
     for fn in (ours, theirs):
         fn()
-        start = time.perf_counter()
+        start = clock()
         fn()
-        calls.append(max(1, int(min_time / max(time.perf_counter() - start, 1e-9))))
+        calls.append(max(1, int(min_time / max(clock() - start, 1e-9))))
     samples = ([], [])
     for _ in range(repeats):
         for fn, count, store in zip((ours, theirs), calls, samples):
-            start = time.perf_counter()
+            start = clock()
             for _ in range(count):
                 fn()
-            store.append((time.perf_counter() - start) / count)
+            store.append((clock() - start) / count)
     return statistics.median(samples[0]), statistics.median(samples[1])
+
+
+def clock_for(threads: int):
+    """(clock, its name): CPU time for one thread, wall time for several."""
+    return (time.process_time, "CPU time") if threads == 1 else (time.perf_counter, "wall time")
 
 
 def parse_args(description: str):
@@ -48,9 +57,11 @@ def parse_args(description: str):
 def run_cases(cases, args, title: str):
     """cases: list of (name, goal, dlcourse_fn, torch_fn). Prints a Markdown table."""
     torch.set_num_threads(args.threads)
+    clock, clock_name = clock_for(args.threads)
+    load = " · load average {:.1f}, {:.1f}, {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
     print(f"## {title}\n")
     print(f"{date.today()} · {platform.processor() or platform.machine()} · {args.threads} thread(s) · "
-          f"torch {torch.__version__} · numpy {np.__version__} · median of {args.repeats}\n")
+          f"torch {torch.__version__} · numpy {np.__version__} · median of {args.repeats} · {clock_name}{load}\n")
     print("| case | dlcourse (ms) | torch (ms) | ratio | goal |")
     print("| --- | ---: | ---: | ---: | ---: |")
     rows = []
@@ -58,7 +69,7 @@ def run_cases(cases, args, title: str):
         for name, goal, ours, theirs in cases:
             if args.only and args.only not in name:
                 continue
-            t_ours, t_torch = paired_median_times(ours, theirs, args.repeats)
+            t_ours, t_torch = paired_median_times(ours, theirs, args.repeats, clock=clock)
             ratio = t_ours / t_torch
             flag = "" if ratio <= goal else " ⚠"
             print(f"| {name} | {t_ours * 1e3:.3f} | {t_torch * 1e3:.3f} | {ratio:.2f}{flag} | ≤ {goal} |", flush=True)

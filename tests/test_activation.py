@@ -178,3 +178,24 @@ def test_gelu_rejects_an_unknown_approximation():
 def test_softmax_dim_out_of_range_names_the_valid_range(name):
     with pytest.raises(ValueError, match=rf"{name}: dim=2 is out of range .* 2 dimensions \(expected dim in \[-2, 1\]\)"):
         getattr(nn, name)(dim=2)(np.ones((2, 3)))
+
+
+def test_float32_exact_gelu_keeps_the_erf_error_bound_over_the_whole_float_range():
+    # Abramowitz & Stegun 7.1.26 states |erf error| ≤ 1.5e-7, i.e. ≤ 0.75e-7 on Φ = ½(1 + erf);
+    # float32 rounding of the ~25 passes adds at most a few ulp of 1. Reference: SciPy in float64.
+    from scipy.special import ndtr
+
+    magnitudes = np.geomspace(1e-38, 3e38, 200_001)
+    x = np.concatenate([np.linspace(-12, 12, 2_000_001), magnitudes, -magnitudes, [0.0, -0.0]]).astype(np.float32)
+    module = nn.GELU()
+    y = module(x)
+    slope = module.backward(np.ones_like(x))
+    exact = x.astype(np.float64)
+    cdf, pdf = ndtr(exact), np.exp(-0.5 * np.minimum(exact * exact, 1e4)) / np.sqrt(2 * np.pi)
+    assert np.all(np.abs(y - exact * cdf) <= 4e-7 * np.abs(exact))
+    assert np.max(np.abs(slope - (cdf + exact * pdf))) <= 4e-7
+    # ±inf and NaN as torch computes them in float64: x Φ(x) is inf at +inf, NaN at −inf
+    # (−inf · 0) and at NaN (torch's float32 kernel gives NaN at +inf as well).
+    special = np.array([np.inf, -np.inf, np.nan])
+    torch_y = torch.nn.GELU()(torch.tensor(special)).numpy()
+    np.testing.assert_array_equal(module(special.astype(np.float32)), torch_y.astype(np.float32))

@@ -5,9 +5,10 @@ A convolution is a matrix product once every receptive field is laid out as a co
 
     y[n, o, oh, ow] = b[o] + Σ_(c,i,j) W[o, c, i, j] · cols[(c, i, j), (n, oh, ow)].
 
-Backward is the same product read the other way: dW = dY · colsᵀ, dcols = Wᵀ · dY, and dx
-sums each column of dcols back into the receptive field it came from ("col2im"), one kernel
-offset at a time.
+Backward is the same product read the other way: dW = dY · colsᵀ; for stride 1 dx is itself a
+convolution (of dY with the flipped kernel), otherwise dcols = Wᵀ · dY is summed back into
+the receptive fields ("col2im"), one kernel offset at a time. The im2col arrays are built a
+few images at a time, so that they stay in cache.
 
 `window_view` and `add_windows` (the two directions of that reshuffle) are shared with the
 pooling layers.
@@ -172,69 +173,136 @@ class Conv2d(Module):
         if unbatched:
             x = x[None]
         n, c, h, w = x.shape
-        (top, bottom), (left, right) = self._pads
         out_size = tuple(output_size(size, k, s, d, sum(p)) for size, k, s, d, p
                          in zip((h, w), self.kernel_size, self.stride, self.dilation, self._pads))
-        # Channels lead and the batch follows, so that the columns (n, oh, ow) of all images
-        # form one matrix: a single large matrix product instead of one per image.
-        padded = self._pad(x.transpose(1, 0, 2, 3))
-        windows = window_view(padded, self.kernel_size, self.stride, self.dilation, out_size)
-        # (C, N, kh, kw, Ho, Wo) → rows (c, i, j), split by group; columns (n, oh, ow).
-        cols = self._cols_array((c, *self.kernel_size, n, *out_size), x.dtype)
-        np.copyto(cols, windows.transpose(0, 2, 3, 1, 4, 5))
-        cols = cols.reshape(self.groups, c // self.groups * math.prod(self.kernel_size), n * math.prod(out_size))
-        weight = self.weight.astype(x.dtype, copy=False).reshape(self.groups, self.out_channels // self.groups, -1)
-        y = (weight @ cols).reshape(self.out_channels, n, *out_size).transpose(1, 0, 2, 3)
-        y = np.ascontiguousarray(y)
-        if self.bias is not None:
-            y += self.bias.astype(x.dtype, copy=False)[:, None, None]
-        self._cache = (cols, padded.shape, (h, w), out_size, unbatched)
+        weight = self._weight_with_bias(x.dtype)
+        y = np.empty((n, self.out_channels, *out_size), x.dtype)
+        # A few images at a time: their im2col block stays in the core's cache, and the
+        # product of each image lands directly in its slice of y (no transposed copy).
+        for start, cols in self._im2col_blocks(x, out_size):
+            block = y[start:start + cols.shape[0]].reshape(cols.shape[0], self.groups, -1, cols.shape[-1])
+            np.matmul(weight, cols, out=block)
+        self._cache = (x, out_size, unbatched)
         return y[0] if unbatched else y
 
+    def _weight_with_bias(self, dtype):
+        """W as (groups, C_out/g, C_in/g·kh·kw + 1), the bias as its last column: each im2col
+        block carries a row of ones, so that one product adds the bias too."""
+        groups = self.groups
+        weight = self.weight.astype(dtype, copy=False).reshape(groups, self.out_channels // groups, -1)
+        bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.astype(dtype, copy=False)
+        return np.concatenate([weight, bias.reshape(groups, -1, 1)], axis=2)
+
+    def _im2col_blocks(self, x, out_size):
+        """Yield (first image, cols) over the batch x (N, C, H, W); cols (images, groups,
+        C_in/g·kh·kw + 1, Ho·Wo) holds every receptive field of those images (padded by
+        padding_mode), rows (c, i, j), then a row of ones.
+
+        Chosen for speed: blocks of about 1 MiB, padded, written and read while in cache,
+        instead of one im2col array kh·kw times the size of the input.
+        """
+        n, c = x.shape[:2]
+        rows, positions = c * math.prod(self.kernel_size), math.prod(out_size)
+        per_block = max(1, (1 << 20) // max(1, (rows + self.groups) * positions * x.itemsize))
+        buffer = np.empty((min(per_block, n), self.groups, rows // self.groups + 1, positions), x.dtype)
+        buffer[:, :, -1] = 1
+        for start in range(0, n, per_block):
+            images = self._pad(x[start:start + per_block])
+            cols = buffer[:images.shape[0]]
+            windows = window_view(images, self.kernel_size, self.stride, self.dilation, out_size)
+            # Split the channels by group on both sides: those reshapes are views.
+            shape = (images.shape[0], self.groups, c // self.groups, *self.kernel_size, *out_size)
+            np.copyto(cols[:, :, :-1].reshape(shape), windows.reshape(shape))
+            yield start, cols
+
     def backward(self, grad_output):
-        cols, padded_shape, (h, w), out_size, unbatched = self._saved(self._cache)
-        c, n = padded_shape[:2]
-        out_channels, groups = self.out_channels, self.groups
-        expected = (n, out_channels, *out_size)[1 if unbatched else 0:]
+        x, out_size, unbatched = self._saved(self._cache)
+        n, c, h, w = x.shape
+        expected = (n, self.out_channels, *out_size)[1 if unbatched else 0:]
         grad_output = np.asarray(grad_output)
         if grad_output.shape != expected:
             raise ValueError(f"Conv2d.backward expects grad_output of shape {expected}, "
                              f"got {grad_output.shape}")
-        grad_output = grad_output.astype(cols.dtype, copy=False)
+        grad_output = grad_output.astype(x.dtype, copy=False)
         if unbatched:
             grad_output = grad_output[None]
-        # (N, C_out, Ho, Wo) → (groups, C_out / groups, (n, oh, ow)), the layout of the forward product.
-        grad_y = grad_output.transpose(1, 0, 2, 3).reshape(groups, out_channels // groups, -1)
-        self.grads["weight"] += (grad_y @ cols.transpose(0, 2, 1)).reshape(self.weight.shape)
+        groups = self.groups
+        # (N, groups, C_out/g, Ho·Wo): each image's dY, in the layout of the forward product.
+        grad_y = np.ascontiguousarray(grad_output).reshape(n, groups, self.out_channels // groups,
+                                                            math.prod(out_size))
+        # dW (with the bias as its last column) = Σ_images cols · dYᵀ, as (rows, C_out/g) products.
+        grad_weight = np.zeros((groups, c // groups * math.prod(self.kernel_size) + 1,
+                                self.out_channels // groups), x.dtype)
+        for start, cols in self._im2col_blocks(x, out_size):
+            grad_block = grad_y[start:start + cols.shape[0]]
+            grad_weight += np.matmul(cols, grad_block.transpose(0, 1, 3, 2)).sum(axis=0)
+        grad_weight = grad_weight.transpose(0, 2, 1)
+        self.grads["weight"] += grad_weight[:, :, :-1].reshape(self.weight.shape)
         if self.bias is not None:
-            self.grads["bias"] += grad_output.sum(axis=(0, 2, 3))
-        grad_padded = self._grad_padded(grad_y, padded_shape, out_size, cols.dtype)
-        grad_input = np.ascontiguousarray(self._pad_backward(grad_padded, (h, w)).transpose(1, 0, 2, 3))
+            self.grads["bias"] += grad_weight[:, :, -1].reshape(-1)
+        if self.stride == (1, 1) and self.padding_mode == "zeros":
+            grad_input = self._transposed_convolution(grad_y, (h, w))
+        else:
+            padded_shape = (n, c, h + sum(self._pads[0]), w + sum(self._pads[1]))
+            grad_input = self._pad_backward(self._grad_padded(grad_y, padded_shape, out_size), (h, w))
         return grad_input[0] if unbatched else grad_input
 
-    def _grad_padded(self, grad_y, padded_shape, out_size, dtype):
-        """d x_pad (C, N, Hp, Wp): dcols = Wᵀ · dY summed back into the receptive fields.
+    def _transposed_convolution(self, grad_y, size):
+        r"""dx for stride 1 and zero padding: dx = dY ⋆ W flipped, itself a convolution.
 
-        Chosen for speed: one kernel offset (i, j) at a time, W[:, :, i, j]ᵀ · dY lands on the
-        strided slice that offset read, so the kh·kw-times-larger dcols is never stored.
+        dx[c, r, q] = Σ_{o,i,j} W[o, c, i, j] · dY[o, r + top − i·dh, q + left − j·dw]; with dY
+        padded by d·(k − 1) on every side and i' = k − 1 − i that is a cross-correlation of the
+        padded dY with W[:, :, ::-1, ::-1], read from row `top` and column `left` on.
+        Chosen for speed: one product per block of images with inner dimension C_out·kh·kw,
+        no col2im scatter.
         """
+        n, groups = grad_y.shape[:2]
+        (kh, kw), (dh, dw), (top, _), (left, _) = self.kernel_size, self.dilation, *self._pads
+        out_h, out_w = self._cache[1]
+        reach_h, reach_w = dh * (kh - 1), dw * (kw - 1)
+        h, w = size
+        flipped = self.weight.astype(grad_y.dtype, copy=False)[:, :, ::-1, ::-1].reshape(
+            groups, self.out_channels // groups, self.in_channels // groups, kh, kw)
+        flipped = np.ascontiguousarray(flipped.transpose(0, 2, 1, 3, 4)).reshape(groups, self.in_channels // groups, -1)
+        grad_input = np.empty((n, self.in_channels, h, w), grad_y.dtype)
+        rows = self.out_channels * kh * kw
+        per_block = max(1, (1 << 20) // max(1, rows * h * w * grad_y.itemsize))
+        cols = np.empty((min(per_block, n), groups, rows // groups, h * w), grad_y.dtype)
+        # dY padded by the kernel's reach, a block at a time; the border stays zero.
+        padded = np.zeros((min(per_block, n), self.out_channels, out_h + 2 * reach_h, out_w + 2 * reach_w), grad_y.dtype)
+        for start in range(0, n, per_block):
+            count = min(per_block, n - start)
+            padded[:count, :, reach_h:reach_h + out_h, reach_w:reach_w + out_w] = \
+                grad_y[start:start + count].reshape(count, self.out_channels, out_h, out_w)
+            # The rows and columns of padded dY that the windows of dx read start at (top, left).
+            source = padded[:count, :, top:top + h + reach_h, left:left + w + reach_w]
+            windows = window_view(source, self.kernel_size, (1, 1), self.dilation, (h, w))
+            np.copyto(cols[:count].reshape(count, self.out_channels, kh, kw, h, w), windows)
+            out = grad_input[start:start + count].reshape(count, groups, -1, h * w)
+            np.matmul(flipped, cols[:count], out=out)
+        return grad_input
+
+    def _grad_padded(self, grad_y, padded_shape, out_size):
+        """d x_pad (N, C, Hp, Wp) for any stride: dcols = Wᵀ · dY, one kernel offset (i, j) at a
+        time, each landing on the strided slice that offset read (the kh·kw-times-larger dcols
+        is never stored)."""
         groups, (kh, kw), (sh, sw), (dh, dw) = self.groups, self.kernel_size, self.stride, self.dilation
-        c, n = padded_shape[:2]
+        n, c = padded_shape[:2]
         out_h, out_w = out_size
         # (kh, kw, groups, C_in/g, C_out/g), contiguous so that each product goes to BLAS.
-        weight_t = np.ascontiguousarray(self.weight.astype(dtype, copy=False).reshape(
+        weight_t = np.ascontiguousarray(self.weight.astype(grad_y.dtype, copy=False).reshape(
             groups, self.out_channels // groups, c // groups, kh, kw).transpose(3, 4, 0, 2, 1))
-        grad = np.zeros(padded_shape, dtype=dtype)
+        grad = np.zeros(padded_shape, dtype=grad_y.dtype)
         for i in range(kh):
             for j in range(kw):
-                # (groups, C_in/g, C_out/g) @ (groups, C_out/g, N·Ho·Wo) → (C, N, Ho, Wo)
-                grad_offset = (weight_t[i, j] @ grad_y).reshape(c, n, out_h, out_w)
+                # (groups, C_in/g, C_out/g) @ (N, groups, C_out/g, Ho·Wo) → (N, C, Ho, Wo)
+                grad_offset = (weight_t[i, j] @ grad_y).reshape(n, c, out_h, out_w)
                 grad[:, :, i * dh: i * dh + sh * (out_h - 1) + 1: sh,
                      j * dw: j * dw + sw * (out_w - 1) + 1: sw] += grad_offset
         return grad
 
     def _pad(self, x):
-        """x (C, N, H, W) → (C, N, H + top + bottom, W + left + right), filled by padding_mode."""
+        """x (N, C, H, W) → (N, C, H + top + bottom, W + left + right), filled by padding_mode."""
         (top, bottom), (left, right) = self._pads
         h, w = x.shape[2:]
         if self.padding_mode == "zeros":
@@ -263,16 +331,6 @@ class Conv2d(Module):
         (top, bottom), (left, right) = self._pads
         return (np.pad(np.arange(h), (top, bottom), mode=numpy_mode),
                 np.pad(np.arange(w), (left, right), mode=numpy_mode))
-
-    def _cols_array(self, shape, dtype) -> np.ndarray:
-        """An array for im2col, reusing the previous forward's when it fits: it is kh·kw
-        times the input, and allocating that much afresh on every call costs page faults
-        comparable to the arithmetic. (The cache holds it until the next forward anyway.)"""
-        if self._cache is not None:
-            previous = self._cache[0]
-            if previous.size == math.prod(shape) and previous.dtype == dtype:
-                return previous.reshape(shape)
-        return np.empty(shape, dtype)
 
     def extra_repr(self):
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -17,15 +17,31 @@ from dlcourse.nn.module import Module, check_float_input
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
 
 
+def _mean(x, axes):
+    """mean(x) over `axes`, keeping them as length-1 axes.
+
+    Speed: over the last axis or the first axis of a 2-D array the mean is a BLAS
+    matrix-vector product with 1/n, several times faster than NumPy's reduction.
+    """
+    if axes == (x.ndim - 1,) and x.ndim > 1:
+        return (x @ np.full(x.shape[-1], 1 / max(x.shape[-1], 1), x.dtype))[..., None]
+    if axes == (0,) and x.ndim == 2:
+        return (np.full(x.shape[0], 1 / max(x.shape[0], 1), x.dtype) @ x)[None, :]
+    return x.mean(axis=axes, keepdims=True)
+
+
 def _mean_of_product(a, b, axes):
     """mean(a ⊙ b) over `axes`, keeping them as length-1 axes.
 
-    Speed: einsum multiplies and sums in one pass, without the temporary array a ⊙ b.
+    Speed: vecdot (last axis) and einsum multiply and sum in one pass, without the
+    temporary array a ⊙ b.
     """
+    count = math.prod(a.shape[axis] for axis in axes)  # a Python int keeps float32 float32
+    if axes == (a.ndim - 1,):
+        return (np.vecdot(a, b) / max(count, 1))[..., None]
     letters = "abcdefghijklmnop"[:a.ndim]
     kept = "".join(letter for axis, letter in enumerate(letters) if axis not in axes)
     total = np.einsum(f"{letters},{letters}->{kept}", a, b)
-    count = math.prod(a.shape[axis] for axis in axes)  # a Python int keeps float32 float32
     return (total / count).reshape([1 if axis in axes else n for axis, n in enumerate(a.shape)])
 
 
@@ -35,7 +51,7 @@ def _normalize(x, axes, eps, mean=None, var=None):
     Returns (x̂, inv_std, μ, σ²), x̂ a new array (written in place to save passes).
     """
     if mean is None:
-        mean = x.mean(axis=axes, keepdims=True)
+        mean = _mean(x, axes)
     x_hat = x - mean
     if var is None:
         var = _mean_of_product(x_hat, x_hat, axes)
@@ -62,9 +78,10 @@ def _normalized_input_backward(grad_x_hat, x_hat, inv_std, axes):
 
     grad_x_hat, x_hat: the input's shape; inv_std: broadcastable to it.
     """
-    grad = grad_x_hat - grad_x_hat.mean(axis=axes, keepdims=True)
     # In place from here on: each pass over the array costs as much as the arithmetic.
-    grad -= x_hat * _mean_of_product(grad_x_hat, x_hat, axes)
+    grad = x_hat * _mean_of_product(grad_x_hat, x_hat, axes)
+    grad += _mean(grad_x_hat, axes)
+    np.subtract(grad_x_hat, grad, out=grad)
     grad *= inv_std
     return grad
 
@@ -250,27 +267,26 @@ class LayerNorm(Module):
         if x.ndim < k or tuple(x.shape[x.ndim - k:]) != self.normalized_shape:
             layout = ", ".join(["*", *map(str, self.normalized_shape)])
             raise ValueError(f"LayerNorm expects input of shape ({layout}), got shape {tuple(x.shape)}")
-        axes = tuple(range(x.ndim - k, x.ndim))
-        x_hat, inv_std, _, _ = _normalize(x, axes, self.eps)
-        self._cache = (x_hat, inv_std)
-        weight, bias = (None if p is None else p.astype(x.dtype, copy=False) for p in (self.weight, self.bias))
-        return _affine(x_hat, weight, bias)
+        # One row per sample: the statistics then run over the last axis (BLAS and vecdot).
+        features = math.prod(self.normalized_shape)
+        rows = x.reshape(math.prod(x.shape[:x.ndim - k]), features)
+        x_hat, inv_std, _, _ = _normalize(rows, (1,), self.eps)
+        self._cache = (x_hat, inv_std, x.shape)
+        weight, bias = (None if p is None else p.astype(x.dtype, copy=False).reshape(-1)
+                        for p in (self.weight, self.bias))
+        return _affine(x_hat, weight, bias).reshape(x.shape)
 
     def backward(self, grad_output):
-        x_hat, inv_std = self._saved(self._cache)
-        grad_output = _check_grad_output(self, grad_output, x_hat.shape, x_hat.dtype)
-        k = len(self.normalized_shape)
-        leading = tuple(range(x_hat.ndim - k))
-        normalized = tuple(range(x_hat.ndim - k, x_hat.ndim))
+        x_hat, inv_std, shape = self._saved(self._cache)
+        grad_output = _check_grad_output(self, grad_output, shape, x_hat.dtype).reshape(x_hat.shape)
         grad_x_hat = grad_output
         if self.weight is not None:
-            letters = "abcdefghijklmnop"[:x_hat.ndim]
-            # einsum: dγ = Σ dy ⊙ x̂ over the leading axes in one pass, no temporary array.
-            self.grads["weight"] += np.einsum(f"{letters},{letters}->{letters[len(leading):]}", grad_output, x_hat)
-            grad_x_hat = grad_output * self.weight.astype(x_hat.dtype, copy=False)
+            # einsum: dγ = Σ dy ⊙ x̂ over the samples in one pass, no temporary array.
+            self.grads["weight"] += np.einsum("ij,ij->j", grad_output, x_hat).reshape(self.normalized_shape)
+            grad_x_hat = grad_output * self.weight.astype(x_hat.dtype, copy=False).reshape(-1)
         if self.bias is not None:
-            self.grads["bias"] += grad_output.sum(axis=leading)
-        return _normalized_input_backward(grad_x_hat, x_hat, inv_std, normalized)
+            self.grads["bias"] += grad_output.sum(axis=0).reshape(self.normalized_shape)
+        return _normalized_input_backward(grad_x_hat, x_hat, inv_std, (1,)).reshape(shape)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
