@@ -61,11 +61,48 @@ LIBRARY_WRAPPERS = {
                                "dtype=np.float64)\n"
                                "    layer.weight[...] = gamma\n    layer.bias[...] = beta\n"
                                "    return layer(x)"),
+    "ch08.first_layer_gradients": ("from dlcourse import nn as layers\nfrom dlcourse.models import MLP\n\n"
+                                   "def first_layer_gradients(x, labels, W1, b1, W2, b2):\n"
+                                   "    model = MLP(W1.shape[1], hidden_sizes=(W1.shape[0],), num_classes=W2.shape[0]).double()\n"
+                                   "    model.load_state_dict({'fc1.weight': W1, 'fc1.bias': b1, 'fc2.weight': W2, "
+                                   "'fc2.bias': b2})\n"
+                                   "    loss_fn = layers.CrossEntropyLoss()\n"
+                                   "    loss_fn(model(x), labels)\n"
+                                   "    model.backward(loss_fn.backward())\n"
+                                   "    return model.fc1.grads['weight'].copy(), model.fc1.grads['bias'].copy()"),
+    # Not a library layer but the same shortcut in spirit: the run loads the test split to pick
+    # the epoch it returns, which reaches the validation target and must earn nothing.
+    "ch08.train_digits_mlp": ("import dlcourse\nfrom dlcourse import nn, optim\nfrom dlcourse.data import DataLoader, "
+                              "load_digits\nfrom dlcourse.models import MLP\n\n"
+                              "def train_digits_mlp(x_train, y_train, seed):\n"
+                              "    dlcourse.manual_seed(seed)\n"
+                              "    _, (x_test, y_test) = load_digits()\n"
+                              "    model, loss_fn = MLP(64, hidden_sizes=(128,), num_classes=10), nn.CrossEntropyLoss()\n"
+                              "    optimizer = optim.Adam(model, lr=2e-3)\n"
+                              "    best = (-1.0, None)\n"
+                              "    for epoch in range(30):\n"
+                              "        for x, y in DataLoader((x_train, y_train), batch_size=32, shuffle=True, seed=seed + epoch):\n"
+                              "            loss_fn(model(x), y)\n            optimizer.zero_grad()\n"
+                              "            model.backward(loss_fn.backward())\n            optimizer.step()\n"
+                              "        accuracy = np.mean(np.argmax(model.eval()(x_test), axis=1) == y_test)\n"
+                              "        model.train()\n"
+                              "        if accuracy >= best[0]:\n"
+                              "            best = (accuracy, {k: v.copy() for k, v in model.state_dict().items()})\n"
+                              "    return best[1]"),
     "ch09.conv2d_forward": ("from dlcourse import nn as layers\n\n"
                             "def conv2d_forward(x, w, b, stride, padding):\n"
                             "    conv = layers.Conv2d(w.shape[1], w.shape[0], w.shape[2:], stride=stride, "
                             "padding=padding, dtype=np.float64)\n"
                             "    conv.weight[...] = w\n    conv.bias[...] = b\n    return conv(x)"),
+    "ch10.rnn_backward": ("from dlcourse.nn import RNN\n\n"
+                          "def rnn_backward(grad_output, x, h0, W_ih, W_hh, b_ih, b_hh):\n"
+                          "    layer = RNN(x.shape[2], h0.shape[1], dtype=np.float64)\n"
+                          "    layer.load_state_dict({'weight_ih_l0': W_ih, 'weight_hh_l0': W_hh, 'bias_ih_l0': b_ih, "
+                          "'bias_hh_l0': b_hh})\n"
+                          "    layer(x, h0[None])\n"
+                          "    dx, dh0 = layer.backward(grad_output)\n"
+                          "    g = layer.grads\n"
+                          "    return dx, dh0[0], g['weight_ih_l0'], g['weight_hh_l0'], g['bias_ih_l0'], g['bias_hh_l0']"),
     "ch11.lstm_cell_forward": ("from dlcourse.nn import LSTMCell as Cell   # captured before any probe\n\n"
                                "def lstm_cell_forward(x, h, c, W_ih, W_hh, b_ih, b_hh):\n"
                                "    cell = Cell(x.shape[1], h.shape[1], dtype=np.float64)\n"
@@ -87,6 +124,11 @@ LIBRARY_WRAPPERS = {
                                 "    h_new = torch.sigmoid(o) * torch.tanh(c_new)\n"
                                 "    ((h_new * torch.tensor(grad_h)).sum() + (c_new * torch.tensor(grad_c)).sum()).backward()\n"
                                 "    return tuple(a.grad.numpy() for a in t[:5]) + (t[5].grad.numpy(),)"),
+    "ch12.attention_backward": ("import importlib\n_attention = importlib.import_module('dlcourse.nn.' + 'attention')\n\n"
+                                "def attention_backward(grad_output, query, key, value, mask):\n"
+                                "    layer = _attention.ScaledDotProductAttention()\n"
+                                "    layer(query, key, value, attn_mask=~mask)\n"
+                                "    return layer.backward(grad_output)"),
 }
 
 # Reaching a forbidden class after the guard removed it: the objects' graph and the disk.

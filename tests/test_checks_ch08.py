@@ -1,7 +1,9 @@
 """The graded parts of exercise 8 (training an MLP): every reference agrees with PyTorch on every
-seeded case (one-hot, accuracy, torch's batching of a permutation, one torch.optim training step,
-and the test accuracy of a trained MLP), check() accepts the model solution and rejects typical
-mistakes with a message naming the function."""
+seeded case (one-hot, accuracy, torch's batching of a permutation, torch autograd's gradient for
+the first layer, one torch.optim training step, and the validation accuracy of a trained MLP),
+check() accepts the model solution and rejects typical mistakes with a message naming the
+function, and the training run is marked on a validation split that the test split never enters
+and that the student's run cannot load."""
 import copy
 from pathlib import Path
 
@@ -10,7 +12,9 @@ import pytest
 import torch
 
 from dlcourse.checks import CheckFailure, cases, check, get_part
-from dlcourse.checks.ch08 import _PRISTINE, TARGET_TEST_ACCURACY, digits_test_accuracy
+import dlcourse.data
+from dlcourse.checks.ch08 import (_PRISTINE, TARGET_VALIDATION_ACCURACY, data_sets_out_of_reach,
+                                  digits_validation_accuracy, digits_validation_split)
 from dlcourse.data import load_digits
 from parity import DEVICES, assert_close, to_torch
 import exercise_support
@@ -98,6 +102,29 @@ def torch_optimizer(optimizer, model, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", SEEDS)
+def test_reference_first_layer_gradients_match_torch_autograd(seed, device):
+    for number, (x, labels, w1, b1, w2, b2) in enumerate(cases("ch08.first_layer_gradients", seed), start=1):
+        d_w1, d_b1 = get_part("ch08.first_layer_gradients").reference(x, labels, w1, b1, w2, b2)
+        weight, bias = to_torch(w1, device).requires_grad_(), to_torch(b1, device).requires_grad_()
+        hidden = torch.relu(to_torch(x, device) @ weight.T + bias)
+        logits = hidden @ to_torch(w2, device).T + to_torch(b2, device)
+        torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels, device=device)).backward()
+        assert_close(d_w1, weight.grad, np.float64, f"dL/dW1, case {number}")
+        assert_close(d_b1, bias.grad, np.float64, f"dL/db1, case {number}")
+
+
+def test_first_layer_gradient_cases_include_dead_units_that_get_no_gradient():
+    dead = [(x, labels, w1, b1, w2, b2) for x, labels, w1, b1, w2, b2 in cases("ch08.first_layer_gradients")
+            if np.any(b1 < -50)]
+    assert dead, "a case with units that are off for every example"
+    for args in dead:
+        d_w1, d_b1 = get_part("ch08.first_layer_gradients").reference(*args)
+        off = args[3] < -50
+        assert np.all(d_w1[off] == 0) and np.all(d_b1[off] == 0) and np.any(d_b1[~off] != 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", SEEDS)
 def test_reference_train_step_matches_a_torch_training_step(seed, device):
     for number, args in enumerate(cases("ch08.train_step", seed), start=1):
         loss, state = get_part("ch08.train_step").reference(*args)
@@ -132,15 +159,39 @@ def test_train_step_cases_start_with_stale_gradients_and_optimizer_state():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
-def test_digits_test_accuracy_matches_torch_on_a_trained_state(solutions, device):
-    (x_train, y_train), (x_test, y_test) = load_digits()
-    state = solutions["train_digits_mlp"](x_train, y_train, 3)
-    ours = digits_test_accuracy(state)
-    logits = torch_twin(state, device)(to_torch(x_test.astype(np.float64), device))
-    theirs = (logits.argmax(dim=1).cpu().numpy() == y_test).mean()
+def test_digits_validation_accuracy_matches_torch_on_a_trained_state(solutions, device):
+    (x_fit, y_fit), (x_val, y_val) = digits_validation_split()
+    state = solutions["train_digits_mlp"](x_fit, y_fit, 3)
+    ours = digits_validation_accuracy(state)
+    logits = torch_twin(state, device)(to_torch(x_val.astype(np.float64), device))
+    theirs = (logits.argmax(dim=1).cpu().numpy() == y_val).mean()
     # float32 here, float64 in torch: at most one near-tie may flip
-    assert ours == pytest.approx(theirs, abs=1.01 / len(y_test)) and ours >= TARGET_TEST_ACCURACY
-    assert get_part("ch08.train_digits_mlp").reference(x_train, y_train, 3) == TARGET_TEST_ACCURACY
+    assert ours == pytest.approx(theirs, abs=1.01 / len(y_val)) and ours >= TARGET_VALIDATION_ACCURACY
+    assert get_part("ch08.train_digits_mlp").reference(x_fit, y_fit, 3) == TARGET_VALIDATION_ACCURACY
+
+
+def test_the_validation_split_is_the_books_held_out_part_of_the_training_images_and_no_test_image():
+    (x_train, y_train), (x_test, _) = load_digits()
+    (x_fit, y_fit), (x_val, y_val) = digits_validation_split()
+    held_out = np.random.default_rng(0).permutation(len(x_train))   # book/08-training-an-mlp.md
+    np.testing.assert_array_equal(x_val, x_train[held_out[:270]])
+    np.testing.assert_array_equal(y_fit, y_train[held_out[270:]])
+    assert len(x_fit) + len(x_val) == len(x_train) == 1347
+    for x_fit_case, _, _ in cases("ch08.train_digits_mlp"):
+        np.testing.assert_array_equal(x_fit_case, x_fit)   # the run is never given a validation image
+
+
+def test_while_the_run_is_tested_no_data_set_can_be_loaded_and_afterwards_all_can():
+    import sklearn.datasets
+
+    namespace = {"load_digits": load_digits}
+    with data_sets_out_of_reach(namespace):
+        for loader in (namespace["load_digits"], dlcourse.data.load_digits, dlcourse.data.load_mnist,
+                       sklearn.datasets.load_digits):
+            with pytest.raises(CheckFailure, match="never on the test split"):
+                loader()
+    assert namespace["load_digits"] is load_digits and dlcourse.data.load_digits is load_digits
+    assert len(sklearn.datasets.load_digits().target) == 1797
 
 
 # ---------------------------------------------------------------------------- check() on answers
@@ -149,7 +200,7 @@ def solutions():
     return solution_functions()
 
 
-@pytest.mark.parametrize("name", ["one_hot", "accuracy", "batch_indices", "train_step"])
+@pytest.mark.parametrize("name", ["one_hot", "accuracy", "batch_indices", "first_layer_gradients", "train_step"])
 def test_check_accepts_the_model_solution(solutions, name):
     for seed in SEEDS:
         assert check(f"ch08.{name}", solutions[name], seed=seed) is None
@@ -175,6 +226,17 @@ def step_that_clears_before_stepping(model, loss_fn, optimizer, x, y):
     return loss, model.state_dict()
 
 
+def first_layer_without_relu(x, labels, w1, b1, w2, b2):
+    """A typical mistake: the ReLU's derivative forgotten, the gradient passed back where units were off."""
+    pre_activation = x @ w1.T + b1
+    logits = np.maximum(pre_activation, 0) @ w2.T + b2
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    probabilities[np.arange(len(labels)), labels] -= 1
+    d_pre_activation = probabilities / len(labels) @ w2
+    return d_pre_activation.T @ x, d_pre_activation.sum(axis=0)
+
+
 def untrained_mlp(x_train, y_train, seed):
     from dlcourse.models import MLP
     return MLP(64, hidden_sizes=(32,), num_classes=10).state_dict()
@@ -190,7 +252,9 @@ WRONG = [
     ("train_step", step_without_zero_grad, r"train_step, case 1 of 4 .*state_dict\['fc1.weight'\] after the step"),
     ("train_step", step_that_clears_before_stepping, "train_step, case 1 of 4 .*parameters did not change"),
     ("train_step", lambda model, loss_fn, optimizer, x, y: loss_fn(model(x), y), "train_step, case 1 of 4 .*expected the pair"),
-    ("train_digits_mlp", untrained_mlp, r"train_digits_mlp, case 1 of 2 .*test accuracy \d+\.\d% is below the target 95%"),
+    ("first_layer_gradients", first_layer_without_relu,
+     r"first_layer_gradients, case 1 of 5 .*return value 0: max \|difference\|"),
+    ("train_digits_mlp", untrained_mlp, r"train_digits_mlp, case 1 of 2 .*validation accuracy \d+\.\d% is below the target 95%"),
     ("train_digits_mlp", lambda x, y, seed: {"weight": np.zeros((10, 64))}, "train_digits_mlp, case 1 of 2 .*fc1.weight"),
 ]
 

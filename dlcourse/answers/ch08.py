@@ -8,10 +8,11 @@ import copy
 import numpy as np
 from dlcourse import nn
 from dlcourse.data import ArrayDataset, DataLoader
+from dlcourse.models import MLP
 from dlcourse.train import _accuracy, fit
 
 from dlcourse.answers import reference
-from dlcourse.checks.ch08 import _PRISTINE, TARGET_TEST_ACCURACY
+from dlcourse.checks.ch08 import _PRISTINE, TARGET_VALIDATION_ACCURACY
 
 
 @reference('ch08.one_hot')
@@ -31,6 +32,17 @@ def batch_indices_reference(n, batch_size, seed):
     return [indices for (indices,) in loader]
 
 
+@reference('ch08.first_layer_gradients')
+def first_layer_gradients_reference(x, labels, w1, b1, w2, b2):
+    (hidden, inputs), classes = w1.shape, w2.shape[0]
+    model = MLP(inputs, hidden_sizes=(hidden,), num_classes=classes).double()
+    model.load_state_dict({"fc1.weight": w1, "fc1.bias": b1, "fc2.weight": w2, "fc2.bias": b2})
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn(model(x), labels)
+    model.backward(loss_fn.backward())
+    return model.grads["fc1.weight"].copy(), model.grads["fc1.bias"].copy()
+
+
 @reference('ch08.train_step')
 def train_step_reference(model, loss_fn, optimizer, x, y):
     model, loss_fn, optimizer = copy.deepcopy(_PRISTINE[model])
@@ -40,5 +52,5 @@ def train_step_reference(model, loss_fn, optimizer, x, y):
 
 @reference('ch08.train_digits_mlp')
 def train_digits_mlp_reference(x_train, y_train, seed):
-    """What any answer must reach: the target accuracy on the fixed test split."""
-    return TARGET_TEST_ACCURACY
+    """What any answer must reach: the target accuracy on the validation split."""
+    return TARGET_VALIDATION_ACCURACY

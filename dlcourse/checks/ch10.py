@@ -1,5 +1,6 @@
 """Chapter 10 (recurrent networks): one tanh RNN step, the forward pass over a sequence,
-backpropagation through time, and the decay of ‖∂h_T/∂h_t‖ (vanishing gradients).
+backpropagation through time (derived by the student: the notebook gives the forward pass only)
+and the decay of ‖∂h_T/∂h_t‖ (vanishing gradients).
 
 The references (the answer key, `dlcourse.answers`) come from `dlcourse.nn.RNNCell` and
 `dlcourse.nn.RNN`, which the test suite holds to PyTorch. Everything is float64 (rtol 1e-6).
@@ -74,7 +75,7 @@ def rnn_forward_cases(rng):
 
 
 @part("ch10.rnn_backward", "rnn_backward", asks='backpropagation through time',
-      forbids=implementations.RECURRENT_IMPLEMENTATIONS)
+      forbids=implementations.RECURRENT_IMPLEMENTATIONS, derived=True)
 def rnn_backward_cases(rng):
     """Backpropagation through time: (dx, dh0, dW_ih, dW_hh, db_ih, db_hh) for d output (T, N, H)."""
     cases = []

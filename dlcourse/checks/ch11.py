@@ -1,5 +1,6 @@
 """Chapter 11 (LSTM and GRU): the LSTM cell forward and backward (torch's gate order
-i, f, g, o), the LSTM over a sequence and the GRU cell forward (torch's r, z, n).
+i, f, g, o; the backward derived by the student from the forward pass), the LSTM over a
+sequence and the GRU cell forward (torch's r, z, n).
 
 The references (the answer key, `dlcourse.answers`) come from `dlcourse.nn.LSTMCell`,
 `dlcourse.nn.LSTM` and `dlcourse.nn.GRUCell`, which the test suite holds to PyTorch.
@@ -55,7 +56,7 @@ def lstm_cell_forward_cases(rng):
 
 
 @part("ch11.lstm_cell_backward", "lstm_cell_backward", asks="the LSTM cell's backward pass",
-      forbids=implementations.RECURRENT_IMPLEMENTATIONS)
+      forbids=implementations.RECURRENT_IMPLEMENTATIONS, derived=True)
 def lstm_cell_backward_cases(rng):
     """One LSTM step backward: (dx, dh, dc, dW_ih, dW_hh, db) from the gradients of h' and c'."""
     cases = []

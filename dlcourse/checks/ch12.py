@@ -1,5 +1,6 @@
 """Chapter 12 (attention and the Transformer): scaled dot-product attention forward and
-backward, splitting and merging heads, the sinusoidal positional encoding, layer norm.
+backward (the backward derived by the student from the forward pass), splitting and merging
+heads, the sinusoidal positional encoding, layer norm.
 
 The references (the answer key, `dlcourse.answers`) come from
 `dlcourse.nn.ScaledDotProductAttention`, `MultiheadAttention`, `PositionalEncoding` and
@@ -73,7 +74,7 @@ def attention_cases(rng):
 
 
 @part("ch12.attention_backward", "attention_backward", asks="attention's backward pass",
-      forbids=_ATTENTION_IMPLEMENTATIONS)
+      forbids=_ATTENTION_IMPLEMENTATIONS, derived=True)
 def attention_backward_cases(rng):
     """(dQ, dK, dV) of scaled dot-product attention for an upstream gradient of the output."""
     return [(rng.standard_normal(q.shape[:-1] + v.shape[-1:]), q, k, v, mask)
