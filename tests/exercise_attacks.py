@@ -48,6 +48,12 @@ LIBRARY_WRAPPERS = {
                            "    layer = layers.Linear(W.shape[1], W.shape[0], dtype=np.float64)\n"
                            "    layer.load_state_dict({'weight': W, 'bias': b})\n"
                            "    return layer(X)"),
+    "ch02.dense_backward": ("from dlcourse import nn as layers\n\n"
+                            "def dense_backward(grad_output, X, W):\n"
+                            "    layer = layers.Linear(W.shape[1], W.shape[0], dtype=np.float64)\n"
+                            "    layer.load_state_dict({'weight': W, 'bias': np.zeros(W.shape[0])})\n"
+                            "    layer(X)\n"
+                            "    return layer.backward(grad_output), layer.grads['weight'], layer.grads['bias']"),
     "ch04.softmax": "from scipy.special import softmax as library_softmax\n\n"
                     "def softmax(x):\n    return library_softmax(x, axis=-1)",
     "ch06.adam_step": ("from dlcourse import optim\nfrom dlcourse.checks.ch06 import _one_step\n\n"
@@ -55,12 +61,20 @@ LIBRARY_WRAPPERS = {
                        "    param, state = _one_step(optim.Adam, param, grad, {'step': t - 1, 'exp_avg': m, "
                        "'exp_avg_sq': v}, lr=lr, betas=(beta1, beta2), eps=eps)\n"
                        "    return param, state['exp_avg'], state['exp_avg_sq']"),
+    "ch06.rosenbrock_grad": ("from scipy import optimize\n\n"
+                             "def rosenbrock_grad(w):\n    return optimize.rosen_der(w)"),
     "ch07.batchnorm_forward": ("import dlcourse.nn\n\n"
                                "def batchnorm_forward(x, gamma, beta, eps):\n"
                                "    layer = getattr(dlcourse.nn, 'Batch' + 'Norm1d')(x.shape[1], eps=eps, "
                                "dtype=np.float64)\n"
                                "    layer.weight[...] = gamma\n    layer.bias[...] = beta\n"
                                "    return layer(x)"),
+    "ch07.batchnorm_backward": ("from dlcourse.nn import BatchNorm1d\n\n"
+                                "def batchnorm_backward(grad_output, x, gamma, eps):\n"
+                                "    layer = BatchNorm1d(x.shape[1], eps=eps, dtype=np.float64)\n"
+                                "    layer.weight[...] = gamma\n    layer(x)\n"
+                                "    dx = layer.backward(grad_output)\n"
+                                "    return dx, layer.grads['weight'], layer.grads['bias']"),
     "ch08.first_layer_gradients": ("from dlcourse import nn as layers\nfrom dlcourse.models import MLP\n\n"
                                    "def first_layer_gradients(x, labels, W1, b1, W2, b2):\n"
                                    "    model = MLP(W1.shape[1], hidden_sizes=(W1.shape[0],), num_classes=W2.shape[0]).double()\n"

@@ -25,9 +25,10 @@ def reference(part_id, args):
     return get_part(part_id).reference(*args)
 
 
-def test_chapter_has_the_five_parts():
+def test_chapter_has_the_six_parts_one_of_them_derived():
     assert {p.function for p in parts_of("ch02")} == {
-        "neuron_forward", "dense_forward", "mlp_forward", "count_parameters", "init_bounds"}
+        "neuron_forward", "dense_forward", "dense_backward", "mlp_forward", "count_parameters", "init_bounds"}
+    assert [p.function for p in parts_of("ch02") if p.derived] == ["dense_backward"]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -46,6 +47,19 @@ def test_dense_forward_reference_matches_torch_linear(seed, device):
     for X, W, b in cases("ch02.dense_forward", seed):
         expected = torch.nn.functional.linear(to_torch(X, device), to_torch(W, device), to_torch(b, device))
         assert_close(reference("ch02.dense_forward", (X, W, b)), expected, np.float64, "dense Z")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_dense_backward_reference_matches_torch_autograd(seed, device):
+    for G, X, W in cases("ch02.dense_backward", seed):
+        X_t, W_t = to_torch(X, device).requires_grad_(), to_torch(W, device).requires_grad_()
+        b_t = torch.zeros(W.shape[0], dtype=torch.float64, device=device, requires_grad=True)
+        torch.nn.functional.linear(X_t, W_t, b_t).backward(to_torch(G, device))
+        dX, dW, db = reference("ch02.dense_backward", (G, X, W))
+        assert_close(dX, X_t.grad, np.float64, "dense dX")
+        assert_close(dW, W_t.grad, np.float64, "dense dW")
+        assert_close(db, b_t.grad, np.float64, "dense db")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -89,8 +103,8 @@ def test_init_bounds_reference_matches_torch_init(seed):
                             rel_tol=1e-12)
 
 
-@pytest.mark.parametrize("function", ["neuron_forward", "dense_forward", "mlp_forward", "count_parameters",
-                                      "init_bounds"])
+@pytest.mark.parametrize("function", ["neuron_forward", "dense_forward", "dense_backward", "mlp_forward",
+                                      "count_parameters", "init_bounds"])
 def test_check_accepts_the_model_solution(function):
     for seed in SEEDS:
         check(f"ch02.{function}", solution(function), seed=seed)
@@ -103,6 +117,7 @@ def sigmoid(z):
 WRONG = {
     "neuron_forward": lambda x, w, b: (np.dot(w, x), sigmoid(np.dot(w, x))),              # forgets the bias
     "dense_forward": lambda X, W, b: X @ W.T,                                              # forgets the bias
+    "dense_backward": lambda G, X, W: (G @ W, G.T @ X, G.mean(axis=0)),                  # db averaged, not summed
     "mlp_forward": lambda X, W1, b1, W2, b2: sigmoid(X @ W1.T + b1) @ W2.T + b2,           # no output sigmoid
     "count_parameters": lambda sizes: sum(a * b for a, b in zip(sizes[:-1], sizes[1:])),   # no biases
     "init_bounds": lambda fan_in, fan_out: (np.sqrt(6 / (fan_in + fan_out)), np.sqrt(2 / fan_in)),  # std, not bound

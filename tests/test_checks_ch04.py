@@ -39,8 +39,9 @@ FUNCTIONS = sorted(FORWARD) + sorted(BACKWARD)
 solution = partial(exercise_support.solution, NOTEBOOK)
 
 
-def test_chapter_has_the_eight_parts():
+def test_chapter_has_the_eight_parts_and_softmax_backward_is_derived():
     assert {p.function for p in parts_of("ch04")} == set(FUNCTIONS)
+    assert [p.function for p in parts_of("ch04") if p.derived] == ["softmax_backward"]
 
 
 @pytest.mark.parametrize("device", DEVICES)

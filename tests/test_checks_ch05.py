@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlcourse.checks import CheckFailure, cases, check, get_part
+from dlcourse.checks import CheckFailure, cases, check, get_part, parts_of
 from parity import DEVICES, assert_close, to_torch
 import exercise_support
 from functools import partial
@@ -59,6 +59,10 @@ def test_reference_log_softmax_matches_torch_and_stays_finite(seed, device):
         ours = spec.reference(x)
         assert np.all(np.isfinite(ours))
         assert_close(ours, torch.log_softmax(to_torch(x, device), dim=1), np.float64, f"log_softmax case {number}")
+
+
+def test_the_cross_entropy_gradient_is_the_derived_part():
+    assert [p.function for p in parts_of("ch05") if p.derived] == ["cross_entropy"]
 
 
 def test_cases_cover_saturated_logits_and_inactive_margins():

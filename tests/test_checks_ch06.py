@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlcourse.checks import CheckFailure, cases, check, get_part
+from dlcourse.checks import CheckFailure, cases, check, get_part, parts_of
 from parity import DEVICES, assert_close, to_torch
 import exercise_support
 from functools import partial
@@ -97,6 +97,24 @@ def test_cases_cover_first_steps_clipping_and_no_clipping():
     assert any(norm > max_norm for norm, max_norm in norms) and any(norm < max_norm for norm, max_norm in norms)
 
 
+def torch_rosenbrock(w):
+    return (100 * (w[1:] - w[:-1] ** 2) ** 2 + (1 - w[:-1]) ** 2).sum()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reference_rosenbrock_gradient_matches_torch_autograd(seed, device):
+    for (w,) in cases("ch06.rosenbrock_grad", seed):
+        w_t = to_torch(w, device, requires_grad=True)
+        torch_rosenbrock(w_t).backward()
+        assert_close(get_part("ch06.rosenbrock_grad").reference(w), w_t.grad, np.float64, f"rosenbrock grad, n={w.size}")
+
+
+def test_rosenbrock_gradient_is_the_derived_part_and_its_cases_include_the_minimum():
+    assert [p.function for p in parts_of("ch06") if p.derived] == ["rosenbrock_grad"]
+    assert any(np.array_equal(w, np.ones_like(w)) for (w,) in cases("ch06.rosenbrock_grad"))
+
+
 def test_reference_leaves_its_inputs_unchanged():
     for part_id in ["ch06.sgd_momentum_step", "ch06.adam_step", "ch06.rmsprop_step", "ch06.clip_grad_norm"]:
         args = cases(part_id)[1]
@@ -115,7 +133,7 @@ def solutions():
     return solution_functions()
 
 
-NAMES = ["sgd_momentum_step", "nesterov_step", "adam_step", "rmsprop_step", "clip_grad_norm"]
+NAMES = ["sgd_momentum_step", "nesterov_step", "adam_step", "rmsprop_step", "clip_grad_norm", "rosenbrock_grad"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -146,12 +164,20 @@ def clip_always(grads, max_norm):
     return [g * max_norm / (total_norm + 1e-6) for g in grads], total_norm
 
 
+def rosenbrock_grad_one_path(w):
+    """Forgets that w_j also appears as w_{i+1} in the term i = j − 1."""
+    grad = np.zeros_like(w)
+    grad[:-1] = -400 * w[:-1] * (w[1:] - w[:-1] ** 2) - 2 * (1 - w[:-1])
+    return grad
+
+
 WRONG = {
     "sgd_momentum_step": textbook_momentum,
     "nesterov_step": lambda w, g, v, lr, mu: (w - lr * (mu * v + g), mu * v + g),
     "adam_step": adam_without_bias_correction,
     "rmsprop_step": lambda w, g, s, lr, alpha, eps: (w - lr * g / (np.sqrt(alpha * s + (1 - alpha) * g ** 2) + eps), s),
     "clip_grad_norm": clip_always,
+    "rosenbrock_grad": rosenbrock_grad_one_path,
 }
 
 
@@ -167,7 +193,7 @@ def test_check_rejects_epsilon_inside_the_square_root():
 
 
 def test_textbook_and_torch_momentum_agree_for_a_constant_learning_rate(solutions):
-    """The claim of the written part's model answer, for the reader who doubts it."""
+    """The claim of the book that the written part builds on, for the reader who doubts it."""
     rng = np.random.default_rng(0)
     w_torch = w_book = rng.standard_normal(3)
     v = u = np.zeros(3)
@@ -178,3 +204,24 @@ def test_textbook_and_torch_momentum_agree_for_a_constant_learning_rate(solution
         if lr == 0.1:
             np.testing.assert_allclose(w_torch, w_book, rtol=1e-12)
     assert not np.allclose(w_torch, w_book), "after a learning-rate drop the two forms differ"
+
+
+def test_the_written_parts_model_answer_after_a_tenfold_drop(solutions):
+    """With a constant gradient and a velocity at its steady state, k steps after the learning rate drops from
+    eta to eta/10 the textbook step is (1 + 9 γ^k) times PyTorch's, within 10 % from k = 43 on; rescaling the
+    textbook velocity by 1/10 at the drop makes the two forms agree again."""
+    eta, gamma, grad = 0.1, 0.9, np.array([1.0, -2.0])
+    velocity = grad / (1 - gamma)                                    # PyTorch's steady state, v = g / (1 − μ)
+    velocity_book = eta * velocity                                    # u = η v while η is constant
+    w_torch = w_book = w_rescaled = np.zeros(2)
+    rescaled = velocity_book / 10
+    ratios = []
+    for k in range(1, 61):
+        new_torch, velocity = solutions["sgd_momentum_step"](w_torch, grad, velocity, eta / 10, gamma)
+        new_book, velocity_book = textbook_momentum(w_book, grad, velocity_book, eta / 10, gamma)
+        w_rescaled, rescaled = textbook_momentum(w_rescaled, grad, rescaled, eta / 10, gamma)
+        ratios.append((new_book - w_book)[0] / (new_torch - w_torch)[0])
+        np.testing.assert_allclose(ratios[-1], 1 + 9 * gamma ** k, rtol=1e-12)
+        w_torch, w_book = new_torch, new_book
+        np.testing.assert_allclose(w_rescaled, w_torch, rtol=1e-12)
+    assert [k for k, ratio in enumerate(ratios, start=1) if ratio <= 1.1][0] == 43

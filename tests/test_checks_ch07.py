@@ -3,7 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from dlcourse.checks import CheckFailure, cases, check, get_part
+from pathlib import Path
+
+from dlcourse.checks import CheckFailure, cases, check, get_part, parts_of
+import exercise_support
 
 pytestmark = pytest.mark.ch07
 
@@ -41,6 +44,25 @@ def test_batchnorm_references_match_torch_training_mode(seed):
         np.testing.assert_allclose(dx, x_torch.grad.numpy(), rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(dgamma, layer.weight.grad.numpy(), rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(dbeta, layer.bias.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "solutions" / "ch07-regularization" / "ch07-regularization.ipynb"
+
+
+def batchnorm_backward_without_the_variance_path(grad_output, x, gamma, eps):
+    """A typical derivation that follows the paths through x − μ and μ but forgets σ²."""
+    inv_std = 1 / np.sqrt(x.var(axis=0) + eps)
+    g = grad_output * gamma
+    x_hat = (x - x.mean(axis=0)) * inv_std
+    return inv_std * (g - g.mean(axis=0)), (grad_output * x_hat).sum(axis=0), grad_output.sum(axis=0)
+
+
+def test_batchnorm_backward_is_derived_and_its_check_tells_a_right_derivation_from_a_forgotten_path():
+    assert [p.function for p in parts_of("ch07") if p.derived] == ["batchnorm_backward"]
+    for seed in [0, 1, 2]:
+        check("ch07.batchnorm_backward", exercise_support.solution(NOTEBOOK, "batchnorm_backward"), seed=seed)
+    with pytest.raises(CheckFailure, match=r"batchnorm_backward, case 1 of 3 .*return value 0"):
+        check("ch07.batchnorm_backward", batchnorm_backward_without_the_variance_path)
 
 
 def test_check_accepts_a_correct_dropout_and_names_a_wrong_one():

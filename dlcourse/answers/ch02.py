@@ -24,6 +24,14 @@ def dense_forward_reference(X, W, b):
     return _linear(W, b)(X)
 
 
+@reference('ch02.dense_backward')
+def dense_backward_reference(grad_output, X, W):
+    layer = _linear(W, np.zeros(W.shape[0]))
+    layer(X)
+    grad_input = layer.backward(grad_output)
+    return grad_input, layer.grads["weight"].copy(), layer.grads["bias"].copy()
+
+
 @reference('ch02.mlp_forward')
 def mlp_forward_reference(X, W1, b1, W2, b2):
     model = nn.Sequential(_linear(W1, b1), nn.Sigmoid(), _linear(W2, b2), nn.Sigmoid())

@@ -5,6 +5,7 @@ Grader-side only: it is left out of the student kit and absent from the grading 
 forbids) are in `dlcourse.checks.ch06`.
 """
 import numpy as np
+from scipy.optimize import rosen_der
 from dlcourse import nn, optim
 
 from dlcourse.answers import reference
@@ -43,3 +44,8 @@ def clip_grad_norm_reference(grads, max_norm):
     module = _Parameters([np.zeros_like(grad) for grad in grads], grads)
     total_norm = nn.utils.clip_grad_norm_(module, max_norm)
     return tuple(grad for _, grad in module.named_gradients()), total_norm
+
+
+@reference('ch06.rosenbrock_grad')
+def rosenbrock_grad_reference(w):
+    return rosen_der(w)

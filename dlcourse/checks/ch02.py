@@ -1,5 +1,5 @@
-"""Chapter 2 (neurons, layers, forward propagation): a neuron, a dense layer, a two-layer
-MLP, parameter counts and initialisation bounds.
+"""Chapter 2 (neurons, layers, forward propagation): a neuron, a dense layer and its derived
+backward pass, a two-layer MLP, parameter counts and initialisation bounds.
 
 The references (the answer key, `dlcourse.answers`) come from `dlcourse.nn.Linear`,
 `dlcourse.nn.Sigmoid`, `dlcourse.nn.Sequential` and `dlcourse.nn.init`, which the test suite
@@ -47,6 +47,17 @@ def dense_forward_cases(rng):
     for n, n_in, n_out in [(5, 3, 4), (1, 6, 2), (7, 1, 1), (4, 8, 8), (16, 5, 3)]:
         cases.append((rng.standard_normal((n, n_in)), rng.standard_normal((n_out, n_in)),
                       rng.standard_normal(n_out)))
+    return cases
+
+
+@part("ch02.dense_backward", "dense_backward", asks="a dense layer's backward pass",
+      forbids=("dlcourse.nn.Linear",), derived=True)
+def dense_backward_cases(rng):
+    """The gradients (dX, dW, db) of a dense layer Z = X Wᵀ + b, given dL/dZ, X and W."""
+    cases = []
+    for n, n_in, n_out in [(5, 3, 4), (1, 6, 2), (7, 1, 1), (4, 8, 8), (16, 5, 3)]:
+        cases.append((rng.standard_normal((n, n_out)), rng.standard_normal((n, n_in)),
+                      rng.standard_normal((n_out, n_in))))
     return cases
 
 

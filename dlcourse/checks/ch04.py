@@ -93,7 +93,7 @@ def softmax_cases(rng):
 
 
 @part("ch04.softmax_backward", "softmax_backward", asks="the softmax's backward pass",
-      forbids=implementations.SOFTMAX_IMPLEMENTATIONS)
+      forbids=implementations.SOFTMAX_IMPLEMENTATIONS, derived=True)
 def softmax_backward_cases(rng):
     """The Jacobian-vector product y ⊙ (g − Σ_j g_j y_j) along the last axis, y = softmax(x)."""
     return [(rng.standard_normal(x.shape), x) for x in _softmax_inputs(rng)]

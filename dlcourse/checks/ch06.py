@@ -1,9 +1,11 @@
 """Chapter 6 (optimizers): one update of SGD with momentum, Nesterov momentum, Adam and RMSprop,
-and gradient clipping by global norm, as pure functions of arrays.
+gradient clipping by global norm, as pure functions of arrays, and the derived gradient of
+Rosenbrock's valley, the surface the notebook's optimizers then race on.
 
 Each reference (in `dlcourse.answers`) puts the parameter into a one-parameter Module, sets
 its gradient and the optimizer's state, and steps the `dlcourse.optim` optimizer (or calls
-`dlcourse.nn.utils.clip_grad_norm_`); the test suite holds those to `torch.optim`.
+`dlcourse.nn.utils.clip_grad_norm_`); the test suite holds those to `torch.optim`. Rosenbrock's
+gradient is `scipy.optimize.rosen_der`, which the test suite holds to torch autograd.
 """
 import numpy as np
 
@@ -117,3 +119,12 @@ def clip_grad_norm_cases(rng):
     return cases
 
 
+
+
+@part("ch06.rosenbrock_grad", "rosenbrock_grad", asks="the gradient of Rosenbrock's function",
+      forbids=("scipy.optimize.rosen_der",), derived=True)
+def rosenbrock_grad_cases(rng):
+    """∇f of f(w) = Σᵢ 100 (w_{i+1} − w_i²)² + (1 − w_i)², w of shape (n,): n = 2 (the classic start
+    (−1.2, 1) and a random point), longer vectors, and the minimum (1, …, 1), where ∇f = 0."""
+    return [(np.array([-1.2, 1.0]),), (1.5 * rng.standard_normal(2),), (rng.standard_normal(3),),
+            (1.5 * rng.standard_normal(7),), (np.ones(5),), (rng.uniform(-2, 2, 12),)]

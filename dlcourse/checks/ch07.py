@@ -83,7 +83,7 @@ def batchnorm_forward_cases(rng):
 
 
 @part("ch07.batchnorm_backward", "batchnorm_backward", asks="batch normalization's backward pass",
-      forbids=_BATCHNORM_IMPLEMENTATIONS)
+      forbids=_BATCHNORM_IMPLEMENTATIONS, derived=True)
 def batchnorm_backward_cases(rng):
     """Training-mode batch norm backward: (dx, dgamma, dbeta)."""
     return [(rng.standard_normal(x.shape), x, gamma, eps) for x, gamma, _, eps in _batchnorm_inputs(rng)]
