@@ -6,6 +6,7 @@ typical wrong answer listed in tests/exercise_mutations/<assignment>.json loses 
 points of the parts it names.
 """
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -76,13 +77,35 @@ def test_notebooks_open_with_how_to_and_points_and_have_three_graded_parts(name)
     assert len(hidden) >= 3, f"{name}: fewer than three parts have hidden tests"
 
 
-def test_at_least_three_assignments_have_a_written_answer():
-    with_written = []
-    for name in ASSIGNMENTS:
-        notebook = nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", as_version=4)
-        if any(cell.cell_type == "markdown" for cell, meta in grade_cells(notebook)):
-            with_written.append(name)
-    assert len(with_written) >= 3, with_written
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_every_assignment_has_a_written_question_with_a_rubric(name):
+    notebook = nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", as_version=4)
+    written = [(cell, meta) for cell, meta in grade_cells(notebook) if cell.cell_type == "markdown"]
+    assert written, f"{name} has no written (manually graded) question"
+    for cell, meta in written:
+        assert "rubric" in cell.source.lower(), f"{name}: the model answer of {meta['grade_id']} has no rubric"
+
+
+def _visible(source: str) -> str:
+    return source.split("### BEGIN HIDDEN TESTS")[0]
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_every_assignment_has_a_derived_part_checked_numerically(name):
+    """A derived part (Part.derived): its visible test is a numerical gradient check, its hidden
+    test the answer key's comparison."""
+    from dlcourse.checks import parts_of
+
+    derived = [p for p in parts_of(name[:4]) if p.derived]
+    assert derived, f"{name} has no part whose formula the student derives (Part.derived)"
+    notebook = nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", as_version=4)
+    tests_of = {meta["grade_id"]: cell.source for cell, meta in grade_cells(notebook) if cell.cell_type == "code"}
+    for part in derived:
+        test = next((source for source in tests_of.values() if f'check("{part.id}"' in source), None)
+        assert test is not None, f"{name}: no test cell checks {part.id}"
+        assert re.search(r"\b(numerical_gradient|gradcheck)\b", _visible(test)), \
+            f"{name}: the visible test of {part.id} is not a numerical gradient check (dlcourse.gradcheck)"
+        assert "### BEGIN HIDDEN TESTS" in test, f"{name}: {part.id} has no hidden test"
 
 
 def mutate(notebook, mutation):
