@@ -47,6 +47,10 @@ def test_chapter_has_the_six_parts_one_of_them_derived():
         "autoencoder_forward", "autoencoder_backward", "reconstruction_mse", "gaussian_noise", "masking_noise",
         "train_autoencoder"}
     assert [p.function for p in parts_of("ch13") if p.derived] == ["autoencoder_backward"]
+    statement = exercise_support.statement_of(NOTEBOOK, "autoencoder_backward")
+    assert "derive" in statement
+    assert not exercise_support.GRADIENT_FORMULA.search(statement), "a derived part's statement gives no backward formula"
+    assert exercise_support.GRADIENT_FORMULA.search(exercise_support.statement_of(NOTEBOOK, "reconstruction_mse"))
 
 
 @pytest.mark.parametrize("device", DEVICES)
