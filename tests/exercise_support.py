@@ -1,4 +1,5 @@
 """Helpers shared by the tests of the exercises' reference checks (tests/test_checks_chNN.py)."""
+import re
 from pathlib import Path
 
 import nbformat
@@ -25,6 +26,25 @@ def solution(notebook: Path, function: str):
     if function not in namespace:
         raise KeyError(f"{Path(notebook).name} defines no {function!r}")
     return namespace[function]
+
+
+# A gradient written out as a formula, "\frac{\partial L}{\partial W} = …" or "∂L/∂W = …": what the
+# statement of a derived part (Part.derived) must not print.
+GRADIENT_FORMULA = re.compile(r"\\frac\{\\partial L\}\{\\partial .{1,40}?\}\s*=|\\partial L\s*/\s*\\partial \S{1,30}\s*=")
+
+
+def statement_of(notebook: Path, function: str) -> str:
+    """The markdown cells between the answer cell before `function`'s and `function`'s own: its statement."""
+    statement = []
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("solution"):
+            if re.search(rf"^def {re.escape(function)}\s*\(", cell.source, re.M):
+                return "\n".join(statement)
+            statement = []
+        elif cell.cell_type == "markdown" and not meta:
+            statement.append(cell.source)
+    raise KeyError(f"{Path(notebook).name} defines no {function!r}")
 
 
 def t(array, grad=False, device="cpu"):

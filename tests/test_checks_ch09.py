@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlcourse.checks import CheckFailure, cases, check, get_part
+from dlcourse.checks import CheckFailure, cases, check, get_part, parts_of
 from parity import DEVICES
 import exercise_support
 from exercise_support import close, t
@@ -94,6 +94,14 @@ def test_cases_cover_the_edge_cases():
     pools = cases("ch09.maxpool_forward")
     assert any(stride < kernel for _, kernel, stride in pools), "overlapping windows"
     assert any((x.shape[2] - kernel) % stride for x, kernel, stride in pools), "a floor"
+
+
+def test_the_conv_backward_is_the_derived_part_and_refuses_numerical_differentiation():
+    assert [p.function for p in parts_of("ch09") if p.derived] == ["conv2d_backward"]
+    assert "dlcourse.gradcheck.numerical_gradient" in get_part("ch09.conv2d_backward").forbids
+    statement = exercise_support.statement_of(NOTEBOOK, "conv2d_backward")
+    assert "Part 3" in statement and "derive" in statement
+    assert not exercise_support.GRADIENT_FORMULA.search(statement), "a derived part's statement gives no backward formula"
 
 
 # ---------------------------------------------------------------------- check() on answers

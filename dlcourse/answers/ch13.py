@@ -19,6 +19,16 @@ def autoencoder_forward_reference(x, w1, b1, w2, b2, w3, b3, w4, b4):
     return code, model.decode(code)
 
 
+@reference('ch13.autoencoder_backward')
+def autoencoder_backward_reference(x, w1, b1, w2, b2, w3, b3, w4, b4):
+    model = _autoencoder((w1, b1, w2, b2, w3, b3, w4, b4))
+    loss_fn = nn.MSELoss()
+    loss_fn(model(x), x)
+    model.zero_grad()
+    model.backward(loss_fn.backward())
+    return tuple(model.grads[key].copy() for key in model.state_dict())
+
+
 @reference('ch13.reconstruction_mse')
 def reconstruction_mse_reference(reconstruction, x):
     loss_fn = nn.MSELoss()
@@ -43,5 +53,5 @@ def masking_noise_reference(x, u, drop_p):
 
 @reference('ch13.train_autoencoder')
 def train_autoencoder_reference(x_train, code_size, seed):
-    """The target: the test MSE of PCA with `code_size` components fitted on `x_train`."""
+    """The target: the validation MSE of PCA with `code_size` components fitted on `x_train`."""
     return pca_reconstruction_mse(x_train, _digits()[1], code_size)

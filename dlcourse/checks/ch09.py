@@ -1,5 +1,5 @@
-"""Chapter 9 (convolutional networks): the output-size formula, conv2d forward and backward,
-max pooling forward and backward.
+"""Chapter 9 (convolutional networks): the output-size formula, conv2d forward and backward
+(the backward derived by the student), max pooling forward and backward.
 
 The references (the answer key, `dlcourse.answers`) come from `dlcourse.nn.Conv2d` and
 `dlcourse.nn.MaxPool2d` (and the size formula `dlcourse.nn.conv.output_size` that Conv2d
@@ -83,8 +83,12 @@ def conv2d_forward_cases(rng):
     return _conv_inputs(rng)
 
 
+# Numerical differentiation would answer a derived part without deriving anything.
+_NUMERICAL_GRADIENTS = ("dlcourse.gradcheck.numerical_gradient", "dlcourse.gradcheck.check_module")
+
+
 @part("ch09.conv2d_backward", "conv2d_backward", asks="convolution's backward pass",
-      forbids=_CONV_IMPLEMENTATIONS)
+      forbids=_CONV_IMPLEMENTATIONS + _NUMERICAL_GRADIENTS, derived=True)
 def conv2d_backward_cases(rng):
     """Conv2d backward: (dx, dw, db) for an upstream gradient of the output's shape."""
     cases = []

@@ -1,6 +1,7 @@
 """Chapter 13 (autoencoders): the dense autoencoder's forward pass, the reconstruction MSE
-and its gradient, Gaussian and masking noise for a denoising autoencoder, and training an
-autoencoder that beats PCA on the digits.
+and its gradient, the gradient of that loss with respect to every weight (derived by the
+student), Gaussian and masking noise for a denoising autoencoder, and training an
+autoencoder that beats PCA on the digits' validation split.
 
 The references (the answer key, `dlcourse.answers`) come from `dlcourse.models.Autoencoder`,
 `dlcourse.nn.MSELoss`, `dlcourse.nn.Dropout` (masking noise is dropout without the 1/(1 − p)
@@ -42,11 +43,16 @@ def _autoencoder(weights):
     return model
 
 
-@part("ch13.autoencoder_forward", "autoencoder_forward", asks="the autoencoder's forward pass",
-      forbids=("dlcourse.models.Autoencoder", "dlcourse.models.ConvAutoencoder"))
-def autoencoder_forward_cases(rng):
-    """Dense autoencoder D → H → k → H → D (ReLU hidden layers, linear code, Sigmoid output):
-    returns (code, reconstruction)."""
+_MODELS = ("dlcourse.models.Autoencoder", "dlcourse.models.ConvAutoencoder")
+# The backward part asks for the chain rule through every layer: the layers' own backward
+# passes, the models built on them, and numerical differentiation would all answer it.
+_BACKWARD_IMPLEMENTATIONS = _MODELS + ("dlcourse.nn.Linear", "dlcourse.nn.ReLU", "dlcourse.nn.Sigmoid",
+                                       "dlcourse.nn.Sequential", "dlcourse.nn.MSELoss",
+                                       "dlcourse.gradcheck.numerical_gradient", "dlcourse.gradcheck.check_module")
+
+
+def _autoencoder_inputs(rng):
+    """(x, W1, b1, W2, b2, W3, b3, W4, b4) for four sizes (N, D, H, k), pixels in [0, 1)."""
     cases = []
     for n, features, hidden, code in [(5, 64, 32, 8), (3, 6, 4, 2), (1, 4, 3, 1), (4, 10, 7, 3)]:
         x = rng.random((n, features))
@@ -56,6 +62,20 @@ def autoencoder_forward_cases(rng):
             weights.append(rng.standard_normal(fan_out) * 0.5)
         cases.append((x, *weights))
     return cases
+
+
+@part("ch13.autoencoder_forward", "autoencoder_forward", asks="the autoencoder's forward pass", forbids=_MODELS)
+def autoencoder_forward_cases(rng):
+    """Dense autoencoder D → H → k → H → D (ReLU hidden layers, linear code, Sigmoid output):
+    returns (code, reconstruction)."""
+    return _autoencoder_inputs(rng)
+
+
+@part("ch13.autoencoder_backward", "autoencoder_backward", asks="the autoencoder's backward pass",
+      forbids=_BACKWARD_IMPLEMENTATIONS, derived=True)
+def autoencoder_backward_cases(rng):
+    """The gradient of the reconstruction MSE(x̂, x) with respect to W1, b1, …, W4, b4 (derived)."""
+    return _autoencoder_inputs(rng)
 
 
 @part("ch13.reconstruction_mse", "reconstruction_mse", asks='the reconstruction error',
@@ -89,10 +109,13 @@ def masking_noise_cases(rng):
 # ---------------------------------------------------------------------- training to a target
 @lru_cache(maxsize=1)
 def _digits():
-    (x_train, _), (x_test, _) = data.load_digits()
-    x_train.setflags(write=False)
-    x_test.setflags(write=False)
-    return x_train, x_test
+    """(x_fit, x_val): the digits' training split less its validation split (1,077 images) and
+    the validation split (270), flattened; the test split plays no part in grading. Always the
+    embedded digits, whatever DLCOURSE_DATA says, so that every grader agrees."""
+    (x_fit, _), (x_val, _), _ = data.load_images("digits", flatten=True)
+    x_fit.setflags(write=False)
+    x_val.setflags(write=False)
+    return x_fit, x_val
 
 
 def state_keys(code_size: int) -> list:
@@ -100,8 +123,8 @@ def state_keys(code_size: int) -> list:
     return list(Autoencoder(64, code_size, hidden=(HIDDEN,)).state_dict())
 
 
-def digits_test_mse(state, code_size: int) -> float:
-    """Reconstruction MSE on the digits' test split of Autoencoder(64, code_size, hidden=(32,))
+def digits_validation_mse(state, code_size: int) -> float:
+    """Reconstruction MSE on the digits' validation split of Autoencoder(64, code_size, hidden=(32,))
     loaded with `state` (in float64, evaluation mode). Raises CheckFailure when `state` is not
     such a model's state_dict."""
     if not isinstance(state, dict):
@@ -120,22 +143,22 @@ def digits_test_mse(state, code_size: int) -> float:
     if not all(np.all(np.isfinite(value)) for value in model.state_dict().values()):
         raise CheckFailure("the returned parameters hold NaN or infinity")
     model.eval()
-    x_test = _digits()[1].astype(np.float64)
-    return float(np.mean((model(x_test) - x_test) ** 2))
+    x_val = _digits()[1].astype(np.float64)
+    return float(np.mean((model(x_val) - x_val) ** 2))
 
 
 def _compare_to_pca(got, pca_mse, args):
     _, code_size, _ = args
-    mse = digits_test_mse(got, code_size)
+    mse = digits_validation_mse(got, code_size)
     if not mse < pca_mse:
-        raise CheckFailure(f"test reconstruction MSE {mse:.4f} is not below {pca_mse:.4f}, the MSE of PCA "
+        raise CheckFailure(f"validation reconstruction MSE {mse:.4f} is not below {pca_mse:.4f}, the MSE of PCA "
                            f"with {code_size} components (train longer, or check the training loop)")
 
 
 @part("ch13.train_autoencoder", "train_autoencoder", asks='training an autoencoder',
       forbids=("dlcourse.recipes", "sklearn.decomposition"), compare=_compare_to_pca)
 def train_autoencoder_cases(rng):
-    """Train Autoencoder(64, k, hidden=(32,)) on the digits; its test MSE must beat PCA with k components."""
+    """Train Autoencoder(64, k, hidden=(32,)) on the digits; its validation MSE must beat PCA with k components."""
     x_train = _digits()[0]
     return [(x_train.copy(), 8, int(rng.integers(0, 10_000))), (x_train.copy(), 4, int(rng.integers(0, 10_000)))]
 
