@@ -17,6 +17,8 @@ import pytest
 
 from dlcourse.grading.course import assignments, nbgrader_env
 
+import exercise_support
+
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = assignments(ROOT)
 MUTATIONS = ROOT / "tests" / "exercise_mutations"
@@ -106,6 +108,10 @@ def test_every_assignment_has_a_derived_part_checked_numerically(name):
         assert re.search(r"\b(numerical_gradient|gradcheck)\b", _visible(test)), \
             f"{name}: the visible test of {part.id} is not a numerical gradient check (dlcourse.gradcheck)"
         assert "### BEGIN HIDDEN TESTS" in test, f"{name}: {part.id} has no hidden test"
+        statement = exercise_support.statement_of(ROOT / "solutions" / name / f"{name}.ipynb", part.function)
+        assert statement, f"{name}: no statement before {part.function}"
+        assert not exercise_support.GRADIENT_FORMULA.search(statement), \
+            f"{name}: the statement of the derived part {part.id} gives a backward formula"
 
 
 def mutate(notebook, mutation):
