@@ -135,6 +135,6 @@ def solution_notebook(assignment: str) -> nbformat.NotebookNode:
 
 
 def answer_cell_defining(notebook, function: str):
-    pattern = re.compile(rf"^def {re.escape(function)}\s*\(", re.M)
+    pattern = re.compile(rf"^(def|class) {re.escape(function)}\b", re.M)
     return next(cell for cell in notebook.cells if cell.get("metadata", {}).get("nbgrader", {}).get("solution")
                 and cell.cell_type == "code" and pattern.search(cell.source))
