@@ -178,7 +178,12 @@ def value_expression_adapter(value_class, expression, inputs):
 @part("ch03.value_expressions", "Value", asks="a scalar reverse-mode autograd", rtol=1e-9, atol=1e-12,
       adapter=value_expression_adapter, forbids=("sympy", "functorch"))
 def value_expressions_cases(rng):
-    """Each expression of EXPRESSIONS at random inputs: its value and the gradient of every leaf."""
+    """Each expression of EXPRESSIONS at random inputs: its value and the gradient of every leaf.
+
+    The graded object is the student's class `Value`, so each case is (expression name, leaf
+    values: (k,)), and `value_expression_adapter` (the part's adapter) turns the class into
+    plain numbers: (value: float, leaf gradients: (k,)), compared with rtol 1e-9 (exact reverse
+    mode agrees to rounding; central differences would not)."""
     cases = []
     for name, function in EXPRESSIONS.items():
         arity = function.__code__.co_argcount
