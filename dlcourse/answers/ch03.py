@@ -22,18 +22,17 @@ def _tanh_network(W1, b1, W2, b2):
     return nn.Sequential(_linear(W1, b1), nn.Tanh(), _linear(W2, b2))
 
 
-def _parameter_grads(model):
-    grads = model.grads
-    return grads["0.weight"].copy(), grads["0.bias"].copy(), grads["2.weight"].copy(), grads["2.bias"].copy()
+def _gradients(model, loss, X, target):
+    """The four parameter gradients of loss(model(X), target), in torch's state_dict order."""
+    loss(model(X), target)
+    model.zero_grad()
+    model.backward(loss.backward())
+    return tuple(model.grads[name].copy() for name in ("0.weight", "0.bias", "2.weight", "2.bias"))
 
 
 @reference('ch03.two_layer_backward')
 def two_layer_backward_reference(X, T, W1, b1, W2, b2):
-    model = _tanh_network(W1, b1, W2, b2)
-    loss = nn.BCEWithLogitsLoss()
-    loss(model(X), T)
-    model.backward(loss.backward())
-    return _parameter_grads(model)
+    return _gradients(_tanh_network(W1, b1, W2, b2), nn.BCEWithLogitsLoss(), X, T)
 
 
 @reference('ch03.numerical_gradient')
@@ -83,17 +82,9 @@ def value_expressions_reference(expression, inputs):
     return float(value), np.array(gradient, dtype=np.float64)
 
 
-def _squared_error_grads(model, X, y):
-    loss = nn.MSELoss()
-    loss(model(X), y.reshape(-1, 1))
-    model.zero_grad()
-    model.backward(loss.backward())
-    return _parameter_grads(model)
-
-
 @reference('ch03.value_mlp_gradients')
 def value_mlp_gradients_reference(X, y, W1, b1, W2, b2):
-    return _squared_error_grads(_tanh_network(W1, b1, W2, b2), X, y)
+    return _gradients(_tanh_network(W1, b1, W2, b2), nn.MSELoss(), X, y.reshape(-1, 1))
 
 
 @reference('ch03.train_value_mlp')
@@ -101,7 +92,7 @@ def train_value_mlp_reference(X, y, W1, b1, W2, b2, lr, steps):
     model = _tanh_network(W1, b1, W2, b2)
     optimizer = optim.SGD(model, lr=lr)
     for _ in range(int(steps)):
-        _squared_error_grads(model, X, y)
+        _gradients(model, nn.MSELoss(), X, y.reshape(-1, 1))
         optimizer.step()
     state = model.state_dict()
-    return state["0.weight"].copy(), state["0.bias"].copy(), state["2.weight"].copy(), state["2.bias"].copy()
+    return tuple(state[name].copy() for name in ("0.weight", "0.bias", "2.weight", "2.bias"))
