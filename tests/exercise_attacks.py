@@ -54,6 +54,43 @@ LIBRARY_WRAPPERS = {
                             "    layer.load_state_dict({'weight': W, 'bias': np.zeros(W.shape[0])})\n"
                             "    layer(X)\n"
                             "    return layer.backward(grad_output), layer.grads['weight'], layer.grads['bias']"),
+    "ch03.two_layer_backward": ("import torch\n\n"
+                                "def two_layer_backward(X, T, W1, b1, W2, b2):\n"
+                                "    w = [torch.tensor(a, requires_grad=True) for a in (W1, b1, W2, b2)]\n"
+                                "    logits = torch.tanh(torch.tensor(X) @ w[0].T + w[1]) @ w[2].T + w[3]\n"
+                                "    torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor(T)).backward()\n"
+                                "    return tuple(a.grad.numpy() for a in w)"),
+    "ch03.value_expressions": ("import torch\n\n"
+                               "class Value:   # torch's autograd behind the interface\n"
+                               "    def __init__(self, data, tensor=None):\n"
+                               "        self.t = torch.tensor(float(data), dtype=torch.float64, requires_grad=True) "
+                               "if tensor is None else tensor\n"
+                               "    data = property(lambda self: self.t.item())\n"
+                               "    grad = property(lambda self: self.t.grad.item())\n"
+                               "    def _apply(self, function, *others):\n"
+                               "        return Value(0.0, function(self.t, *[o.t if isinstance(o, Value) else o "
+                               "for o in others]))\n"
+                               "    __add__ = __radd__ = lambda self, o: self._apply(torch.add, o)\n"
+                               "    __mul__ = __rmul__ = lambda self, o: self._apply(torch.mul, o)\n"
+                               "    __sub__ = lambda self, o: self._apply(torch.sub, o)\n"
+                               "    __rsub__ = lambda self, o: self._apply(lambda a, b: b - a, o)\n"
+                               "    __truediv__ = lambda self, o: self._apply(torch.div, o)\n"
+                               "    __rtruediv__ = lambda self, o: self._apply(lambda a, b: b / a, o)\n"
+                               "    __pow__ = lambda self, k: self._apply(torch.pow, k)\n"
+                               "    __neg__ = lambda self: self._apply(torch.neg)\n"
+                               "    tanh = lambda self: self._apply(torch.tanh)\n"
+                               "    exp = lambda self: self._apply(torch.exp)\n"
+                               "    backward = lambda self: self.t.backward()"),
+    "ch03.value_mlp_gradients": ("from dlcourse import nn as layers\n\n"
+                                 "def value_mlp_gradients(X, y, W1, b1, W2, b2):\n"
+                                 "    hidden = W1.shape[0]\n"
+                                 "    model = layers.Sequential(layers.Linear(2, hidden, dtype=np.float64), layers.Tanh(), "
+                                 "layers.Linear(hidden, 1, dtype=np.float64))\n"
+                                 "    model.load_state_dict({'0.weight': W1, '0.bias': b1, '2.weight': W2, '2.bias': b2})\n"
+                                 "    loss = layers.MSELoss()\n"
+                                 "    loss(model(X), y.reshape(-1, 1))\n"
+                                 "    model.backward(loss.backward())\n"
+                                 "    return tuple(model.grads[k] for k in ('0.weight', '0.bias', '2.weight', '2.bias'))"),
     "ch04.softmax": "from scipy.special import softmax as library_softmax\n\n"
                     "def softmax(x):\n    return library_softmax(x, axis=-1)",
     "ch06.adam_step": ("from dlcourse import optim\nfrom dlcourse.checks.ch06 import _one_step\n\n"
@@ -194,6 +231,11 @@ GRAPH_AND_DISK_ATTACKS = {
 
 REFUSALS = ("ForbiddenMechanicError", "AnswerKeyMissing")
 
+# Answers that build on earlier answers of their notebook (the tiny MLP runs on the student's
+# Value): the probe runs every earlier cell, so an answer probed on its own carries them.
+BUILDS_ON = {"ch03.value_mlp_gradients": ("Value",),
+             "ch03.train_value_mlp": ("Value", "value_mlp_gradients")}
+
 
 def answer_key_attack(kind: str, part_id: str, function: str) -> str:
     chapter = part_id.split(".")[0]
@@ -206,7 +248,13 @@ def solution_notebook(assignment: str) -> nbformat.NotebookNode:
     return nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
 
 
+def standalone_answer(notebook, part_id: str, function: str) -> str:
+    """The answer cell defining `function`, after the answer cells it builds on (BUILDS_ON)."""
+    needed = [answer_cell_defining(notebook, name).source for name in BUILDS_ON.get(part_id, ())]
+    return "\n\n".join(needed + [answer_cell_defining(notebook, function).source])
+
+
 def answer_cell_defining(notebook, function: str):
-    pattern = re.compile(rf"^def {re.escape(function)}\s*\(", re.M)
+    pattern = re.compile(rf"^(def|class) {re.escape(function)}\b", re.M)
     return next(cell for cell in notebook.cells if cell.get("metadata", {}).get("nbgrader", {}).get("solution")
                 and cell.cell_type == "code" and pattern.search(cell.source))

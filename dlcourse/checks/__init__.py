@@ -76,6 +76,11 @@ class Part:
     derived: the notebook gives the forward computation and the shapes but not this part's
     formula (a backward pass the student derives); its visible test is a numerical gradient
     check (`dlcourse.gradcheck`), its hidden check compares with the reference as usual.
+    adapter: for a graded object that is not a function of plain data (a class, whose
+    instances cannot travel as `.npy`): `adapter(student_object, *args)` is grader code that
+    drives the student's object on one case and returns plain numbers and arrays, which are
+    compared with `reference(*args)` as a function's return value would be. The probe fetches
+    it before any student code runs; whatever it returns is still judged by the grader.
     """
 
     id: str
@@ -88,6 +93,7 @@ class Part:
     forbids: tuple[str, ...] = ()
     asks: str = ""
     derived: bool = False
+    adapter: Callable | None = None
     extra: dict = field(default_factory=dict)
     _reference: Callable[..., Any] | None = field(default=None, repr=False)
 
@@ -109,20 +115,27 @@ class Part:
             raise AnswerKeyMissing(f"dlcourse.answers.{self.chapter} has no reference for {self.id}")
         return self._reference
 
+    def call(self, student_object, args):
+        """What the student's object answers for one case: `student_object(*args)`, or the
+        adapter's plain data for an object that is not a function (see `adapter`)."""
+        if self.adapter is not None:
+            return self.adapter(student_object, *args)
+        return student_object(*args)
+
     @property
     def all_forbidden(self) -> tuple[str, ...]:
         return ALWAYS_FORBIDDEN + tuple(name for name in self.forbids if name not in ALWAYS_FORBIDDEN)
 
 
 def part(id: str, function: str, rtol: float = 1e-6, atol: float = 1e-8, compare=None, description: str = "",
-         forbids: tuple[str, ...] = (), asks: str = "", derived: bool = False):
+         forbids: tuple[str, ...] = (), asks: str = "", derived: bool = False, adapter=None):
     """Decorator for a chapter module: `@part("ch07.dropout_forward", "dropout_forward",
     forbids=("dlcourse.nn.Dropout",), asks="dropout's forward pass")` on a function
     `cases(rng)`; the answer key attaches the reference with `dlcourse.answers.reference`."""
     def register(make_cases):
         _REGISTRY[id] = Part(id=id, function=function, make_cases=make_cases, rtol=rtol, atol=atol, compare=compare,
                              description=description or make_cases.__doc__ or "", forbids=tuple(forbids),
-                             asks=asks or function.replace("_", " "), derived=derived)
+                             asks=asks or function.replace("_", " "), derived=derived, adapter=adapter)
         return make_cases
     return register
 
@@ -206,14 +219,15 @@ def check(part_id: str, student_function, seed: int = 0) -> None:
     """
     spec = get_part(part_id)
     if not callable(student_function):
-        raise CheckFailure(f"{spec.function} is not a function; define it in the cell above")
+        kind = "a class" if spec.adapter is not None else "a function"
+        raise CheckFailure(f"{spec.function} is not {kind}; define it in the cell above")
     all_cases = spec.make_cases(np.random.default_rng(seed))
     with_key = answer_key_available()
     for number, args in enumerate(all_cases, start=1):
         # A deep copy: a student's in-place change (to an array, a list of arrays or a
         # model) cannot alter what the reference is given.
         student_args = copy.deepcopy(args)
-        got = student_function(*student_args)
+        got = spec.call(student_function, student_args)
         if not with_key:
             continue  # a student kit or the grading sandbox: the grader decides, outside
         expected = spec.reference(*args)

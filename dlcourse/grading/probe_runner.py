@@ -188,7 +188,11 @@ def _run_child(probe: dict, all_inputs: list, index: int, cells: list[str], outd
             all_cases = inputs[1]
         inputs = None
         gc.collect()
+        from dlcourse.checks import get_part
         from dlcourse.grading import guard
+        # fetched before any student code runs (a part whose graded object is a class has an
+        # adapter that drives it); what it returns is judged by the grader all the same
+        call = get_part(probe["part"]).call
         guard.install(tuple(probe["forbids"]), probe["function"], probe["asks"])
         seconds = float(probe["timeout"])
         namespace, cell_errors = execute_cells(cells, seconds)
@@ -199,7 +203,7 @@ def _run_child(probe: dict, all_inputs: list, index: int, cells: list[str], outd
                 if not callable(function):
                     hint = f" (the grader's run of your code cells: {cell_errors[0]})" if cell_errors else ""
                     raise NameError(f"{probe['function']} is not defined (or not a function){hint}")
-                record = {"result": save_result(function(*args), outdir, f"c{number}", [0])}
+                record = {"result": save_result(call(function, args), outdir, f"c{number}", [0])}
             except BaseException as error:
                 record = {"error": (type(error).__name__ + ": " + str(error))[:2000]}
             with open(os.path.join(outdir, f"c{number}.json"), "w") as handle:

@@ -207,13 +207,14 @@ def _chapter_of(notebook) -> str | None:
 
 
 def _test_cell_after_definition(notebook, function: str) -> int | None:
-    """The index of the first autograded test cell after the answer cell defining `function`."""
+    """The index of the first autograded test cell after the answer cell defining `function`
+    (a function, or a class graded through its part's adapter)."""
     import re
 
     defined = False
     for index, cell in enumerate(notebook.cells):
         meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.cell_type == "code" and re.search(rf"^def {re.escape(function)}\s*\(", cell.source, re.M):
+        if cell.cell_type == "code" and re.search(rf"^(def|class) {re.escape(function)}\b", cell.source, re.M):
             defined = True
         elif defined and meta.get("grade") and not meta.get("solution") and cell.cell_type == "code":
             return index
