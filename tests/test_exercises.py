@@ -92,6 +92,17 @@ def _visible(source: str) -> str:
     return source.split("### BEGIN HIDDEN TESTS")[0]
 
 
+def _solved_gradients(statement: str) -> list[str]:
+    """The equations `∂L/∂… = …` whose right side holds no derivative left to work out: answers.
+    The chain rule written as a scaffold (`∂L/∂x_j = Σ g_i ∂y_i/∂x_j`) still asks for one."""
+    solved = []
+    for match in exercise_support.GRADIENT_FORMULA.finditer(statement):
+        right = re.split(r"\$|\\qquad|(?<!\\),\s", statement[match.end():], maxsplit=1)[0]
+        if "\\partial" not in right.replace("\\partial L", ""):
+            solved.append(match.group(0) + right)
+    return solved
+
+
 @pytest.mark.parametrize("name", ASSIGNMENTS)
 def test_every_assignment_has_a_derived_part_checked_numerically(name):
     """A derived part (Part.derived): its visible test is a numerical gradient check, its hidden
@@ -110,8 +121,8 @@ def test_every_assignment_has_a_derived_part_checked_numerically(name):
         assert "### BEGIN HIDDEN TESTS" in test, f"{name}: {part.id} has no hidden test"
         statement = exercise_support.statement_of(ROOT / "solutions" / name / f"{name}.ipynb", part.function)
         assert statement, f"{name}: no statement before {part.function}"
-        assert not exercise_support.GRADIENT_FORMULA.search(statement), \
-            f"{name}: the statement of the derived part {part.id} gives a backward formula"
+        assert not _solved_gradients(statement), \
+            f"{name}: the statement of the derived part {part.id} gives a backward formula: {_solved_gradients(statement)}"
 
 
 def mutate(notebook, mutation):
