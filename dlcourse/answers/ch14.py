@@ -5,8 +5,10 @@ Grader-side only: it is left out of the student kit and absent from the grading 
 forbids) are in `dlcourse.checks.ch14`.
 """
 import numpy as np
+from scipy.stats import loguniform
 from dlcourse import nn, optim
 from dlcourse._random import using_generator
+from dlcourse.data import ArrayDataset, DataLoader
 from dlcourse.models import MLP
 from dlcourse.train import _accuracy, fit
 
@@ -17,22 +19,23 @@ from dlcourse.checks.ch14 import BODY_SIZES, SCRATCH_STEPS, digits_splits, odd_d
 @reference('ch14.split_for_validation')
 def split_for_validation_reference(train, test, val_size, seed):
     x_train, y_train = train
-    perm = np.random.default_rng(seed).permutation(len(x_train))
+    # the DataLoader's first shuffled epoch is np.random.default_rng(seed).permutation(n)
+    loader = DataLoader(ArrayDataset(np.arange(len(x_train))), batch_size=len(x_train), shuffle=True, seed=seed)
+    (perm,) = next(iter(loader))
     fit_rows, val_rows = perm[:len(x_train) - val_size], perm[len(x_train) - val_size:]
     return (x_train[fit_rows], y_train[fit_rows]), (x_train[val_rows], y_train[val_rows]), test
 
 
 @reference('ch14.sample_configurations')
 def sample_configurations_reference(u, lr_low, lr_high, width_low, width_high):
-    log_lr = np.log(lr_low) + u[:, 0] * (np.log(lr_high) - np.log(lr_low))
-    log_width = np.log(width_low) + u[:, 1] * (np.log(width_high) - np.log(width_low))
-    return np.exp(log_lr), np.rint(np.exp(log_width)).astype(np.int64)
+    widths = np.rint(loguniform.ppf(u[:, 1], width_low, width_high)).astype(np.int64)
+    return loguniform.ppf(u[:, 0], lr_low, lr_high), widths
 
 
 @reference('ch14.select_best')
-def select_best_reference(rows):
-    lr, width, _, _ = max(rows, key=lambda row: row[3])   # max keeps the first of equal scores
-    return lr, width
+def select_best_reference(configurations, fit_logits, y_fit, val_logits, y_val):
+    scores = [_accuracy(logits, y_val) for logits in val_logits]
+    return configurations[scores.index(max(scores))]      # index() finds the first of equal scores
 
 
 @reference('ch14.ensemble_cross_entropy_backward')

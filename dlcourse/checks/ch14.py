@@ -4,9 +4,10 @@ configuration by its validation score, the gradient of an ensemble's loss (deriv
 a pre-trained digit classifier for a new task with ten labels, and reporting the test accuracy
 once with its standard error.
 
-The references (the answer key, `dlcourse.answers`) come from NumPy's seeded permutation,
-`dlcourse.nn.Softmax`, `dlcourse.train` (its accuracy and its training loop, for the
-from-scratch baseline); the test suite holds them to PyTorch, SciPy and known values.
+The references (the answer key, `dlcourse.answers`) come from `dlcourse.data.DataLoader` (its
+seeded shuffle), `scipy.stats.loguniform`, `dlcourse.nn.Softmax` and `dlcourse.train` (its
+accuracy, and its training loop for the from-scratch baseline); the test suite holds them to
+PyTorch, NumPy and known values.
 
 Three parts are not compared with `allclose` alone:
 - `split_for_validation` says what went wrong: test rows in the split, a split that is not a
@@ -73,7 +74,7 @@ def _compare_split(got, expected, args):
 
 
 @part("ch14.split_for_validation", "split_for_validation", asks="a validation split of the training data",
-      forbids=("sklearn.model_selection",), compare=_compare_split)
+      forbids=("dlcourse.data.DataLoader", "sklearn.model_selection"), compare=_compare_split)
 def split_for_validation_cases(rng):
     """A seeded, unstratified split of the training rows into fit and validation; the test set
     comes back untouched."""
@@ -90,29 +91,47 @@ def sample_configurations_cases(rng):
     """Learning rates and widths log-uniform in their ranges, from given uniform draws in [0, 1)."""
     cases = []
     for k, lr_range, width_range in [(9, (10**-3.5, 10**-0.5), (8, 256)), (4, (1e-4, 1.0), (16, 1024)),
-                                     (1, (1e-3, 1e-2), (32, 32)), (6, (0.5, 2.0), (2, 3))]:
+                                     (1, (1e-3, 1e-2), (32, 64)), (6, (0.5, 2.0), (2, 3))]:
         u = rng.random((k, 2))
         cases.append((u, *lr_range, *width_range))
     cases.append((np.array([[0.0, 0.0], [0.5, 0.5]]), 1e-4, 1e-2, 4, 64))
     return cases
 
 
-@part("ch14.select_best", "select_best", asks="choosing a configuration by its validation score",
-      forbids=("sklearn.model_selection",), rtol=0, atol=0)
+def _logits_with_accuracy(rng, labels, classes, right):
+    """(N, C) logits whose arg-max is the label in exactly `right` rows (chosen at random)."""
+    n = len(labels)
+    predicted = (labels + rng.integers(1, classes, size=n)) % classes      # wrong everywhere,
+    hits = rng.permutation(n)[:right]
+    predicted[hits] = labels[hits]                                          # then right in `right` rows
+    logits = rng.standard_normal((n, classes))
+    logits[np.arange(n), predicted] = logits.max(axis=1) + rng.uniform(0.5, 2.0, size=n)
+    return logits
+
+
+def _search_case(rng, configurations, val_right, fit_right, n_fit, n_val, classes):
+    y_fit, y_val = rng.integers(0, classes, size=n_fit), rng.integers(0, classes, size=n_val)
+    fit_logits = np.stack([_logits_with_accuracy(rng, y_fit, classes, r) for r in fit_right])
+    val_logits = np.stack([_logits_with_accuracy(rng, y_val, classes, r) for r in val_right])
+    return configurations, fit_logits, y_fit, val_logits, y_val
+
+
+@part("ch14.select_best", "select_best", asks="choosing a configuration by its validation accuracy",
+      forbids=("dlcourse.train._accuracy", "dlcourse.train.evaluate", "sklearn.metrics", "sklearn.model_selection"),
+      rtol=0, atol=0)
 def select_best_cases(rng):
-    """(lr, width) of the row with the highest validation accuracy; ties go to the row listed first.
-    The training accuracy, which must not decide, favours another row in every case."""
+    """(lr, width) of the configuration whose validation logits are most accurate; ties go to the
+    configuration listed first. The fit accuracy, which must not decide, favours another one."""
     cases = []
-    for k in (9, 5, 2, 12):
-        lrs = 10 ** rng.uniform(-4, 0, size=k)
-        widths = rng.integers(8, 257, size=k)
-        val = np.round(rng.uniform(0.3, 0.95, size=k), 3)
-        train = np.clip(val + rng.uniform(0.0, 0.1, size=k), 0, 1)
-        train[np.argmin(val)] = 1.0       # the most over-fitted run looks best on its training data
-        cases.append([(float(a), int(w), float(t), float(v)) for a, w, t, v in zip(lrs, widths, train, val)])
-    tie = [(1e-3, 16, 0.99, 0.90), (1e-2, 64, 0.95, 0.95), (1e-1, 256, 1.0, 0.95), (3e-2, 32, 0.97, 0.95)]
-    cases.append(tie)
-    return [(rows,) for rows in cases]
+    for k, n_fit, n_val, classes in [(9, 30, 20, 10), (5, 12, 9, 3), (2, 6, 5, 2), (12, 40, 25, 10)]:
+        configurations = [(float(10 ** rng.uniform(-4, 0)), int(rng.integers(8, 257))) for _ in range(k)]
+        val_right = rng.permutation(np.arange(n_val + 1))[:k]               # distinct validation accuracies
+        fit_right = np.minimum(val_right + rng.integers(0, 3, size=k), n_fit - 1)
+        fit_right[np.argmin(val_right)] = n_fit    # the most over-fitted run looks best on its fit data
+        cases.append(_search_case(rng, configurations, val_right, fit_right, n_fit, n_val, classes))
+    ties = [(1e-3, 16), (1e-2, 64), (1e-1, 256), (3e-2, 32)]
+    cases.append(_search_case(rng, ties, [6, 9, 9, 9], [9, 8, 10, 9], 10, 10, 4))
+    return cases
 
 
 @part("ch14.ensemble_cross_entropy_backward", "ensemble_cross_entropy_backward",
