@@ -1,7 +1,7 @@
 """Chapter 14 (practice and outlook), the course's final project: a validation split that
 leaves the test set alone, a random search that samples log-uniformly, choosing the best
 configuration by its validation score, the gradient of an ensemble's loss (derived), fine-tuning
-a pre-trained digit classifier for a new task with ten labels, and reporting the test accuracy
+a pre-trained digit classifier for a new task from twenty labels, and reporting the test accuracy
 once with its standard error.
 
 The references (the answer key, `dlcourse.answers`) come from `dlcourse.data.DataLoader` (its
@@ -32,8 +32,10 @@ from dlcourse.models import MLP
 VALIDATION_SIZE = 347
 SPLIT_SEED = 1
 # Fine-tuning: the pre-trained ten-digit classifier gets a new head for "is the digit odd?";
-# the target task has one labelled image per digit, and the fine-tuned network must beat
-# training from scratch on the same ten images by this much validation accuracy.
+# the target task has LABELS_PER_DIGIT labelled images per digit, and the fine-tuned network
+# must beat training from scratch on the same images by this much validation accuracy (over
+# 30 draws the model solution's margin ranged from 6.6 to 16.7 points, a reset body's from
+# -18 to +4.6).
 FINE_TUNE_MARGIN = 0.05
 LABELS_PER_DIGIT = 2
 BODY_SIZES = (128, 64)
@@ -209,16 +211,16 @@ def target_validation_accuracy(state) -> float:
 def _compare_to_scratch(got, scratch_accuracy, args):
     accuracy = target_validation_accuracy(got)
     if not accuracy >= scratch_accuracy + FINE_TUNE_MARGIN:
-        raise CheckFailure(f"validation accuracy {accuracy:.1%} does not beat training from scratch on the same ten "
-                           f"images ({scratch_accuracy:.1%}) by {FINE_TUNE_MARGIN:.0%} (seed={args[3]}): keep the "
+        raise CheckFailure(f"validation accuracy {accuracy:.1%} does not beat training from scratch on the same "
+                           f"labelled images ({scratch_accuracy:.1%}) by {FINE_TUNE_MARGIN:.0%} (seed={args[3]}): keep the "
                            "pre-trained layers and train the new head first")
 
 
 @part("ch14.fine_tune", "fine_tune", asks="fine-tuning a pre-trained network",
       forbids=("dlcourse.train.fit", "dlcourse.recipes"), compare=_compare_to_scratch)
 def fine_tune_cases(rng):
-    """Fine-tune the pre-trained ten-digit classifier for odd/even from one labelled fit image
-    per digit (drawn with the case's generator)."""
+    """Fine-tune the pre-trained ten-digit classifier for odd/even from LABELS_PER_DIGIT labelled
+    fit images per digit (drawn with the case's generator)."""
     (x_fit, y_fit), _ = digits_splits()
     cases = []
     for _ in range(2):
