@@ -196,6 +196,31 @@ LIBRARY_WRAPPERS = {
                                   "@ w3.T + c3) @ w4.T + c4)))\n"
                                   "        return np.mean((out - x) ** 2)\n"
                                   "    return tuple(numerical_gradient(loss, a) for a in arrays)"),
+    "ch14.sample_configurations": ("from scipy.stats import loguniform\n\n"
+                                   "def sample_configurations(u, lr_low, lr_high, width_low, width_high):\n"
+                                   "    widths = np.rint(loguniform.ppf(u[:, 1], width_low, width_high)).astype(np.int64)\n"
+                                   "    return loguniform.ppf(u[:, 0], lr_low, lr_high), widths"),
+    "ch14.ensemble_cross_entropy_backward": ("from scipy.special import softmax as library_softmax\n\n"
+                                            "def ensemble_cross_entropy_backward(logits, labels):\n"
+                                            "    members, n, classes = logits.shape\n"
+                                            "    p = library_softmax(logits, axis=-1)\n"
+                                            "    p_label = p[:, np.arange(n), labels]\n"
+                                            "    scale = -p_label / (members * n * p_label.mean(axis=0))\n"
+                                            "    return scale[..., None] * (np.eye(classes)[labels] - p)"),
+    "ch14.fine_tune": ("import dlcourse\nfrom dlcourse import nn, optim\nfrom dlcourse.models import MLP\n"
+                       "from dlcourse.train import fit as library_fit\n\n"
+                       "def fine_tune(body, x_few, y_few, seed):\n"
+                       "    dlcourse.manual_seed(seed)\n"
+                       "    model = MLP(64, hidden_sizes=(128, 64, 10), num_classes=2).double()\n"
+                       "    for layer, weight, bias in zip((model.fc1, model.fc2, model.fc3), body[0::2], body[1::2]):\n"
+                       "        layer.load_state_dict({'weight': np.array(weight), 'bias': np.array(bias)})\n"
+                       "    library_fit(model, nn.CrossEntropyLoss(), optim.Adam(model.fc4, lr=1e-2), [(x_few, y_few)], "
+                       "epochs=100, progress=False)\n"
+                       "    return model.state_dict()"),
+    "ch14.report_test_accuracy": ("from sklearn.metrics import accuracy_score\n\n"
+                                  "def report_test_accuracy(predicted, labels):\n"
+                                  "    accuracy = accuracy_score(labels, predicted)\n"
+                                  "    return accuracy, np.sqrt(accuracy * (1 - accuracy) / len(labels))"),
 }
 
 # Reaching a forbidden class after the guard removed it: the objects' graph and the disk.

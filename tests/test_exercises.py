@@ -39,9 +39,9 @@ def nbgrader(course, *args):
     return completed.stdout + completed.stderr
 
 
-def test_every_chapter_from_2_to_13_has_an_assignment():
+def test_every_chapter_from_2_to_14_has_an_assignment():
     chapters = sorted(int(name[2:4]) for name in ASSIGNMENTS)
-    assert chapters == list(range(2, 14)), ASSIGNMENTS
+    assert chapters == list(range(2, 15)), ASSIGNMENTS
 
 
 def test_exercises_are_nbgraders_release_of_solutions(tmp_path):

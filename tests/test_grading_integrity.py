@@ -35,7 +35,7 @@ ASSIGNMENTS = {name[:4]: name for name in assignments(ROOT)}
 SEED = 11
 # Parts whose "reference" is the target an answer must reach (a test accuracy, PCA's error),
 # not an answer: handing it in fails the comparison without any refusal being needed.
-TARGETS_NOT_ANSWERS = {"ch08.train_digits_mlp", "ch13.train_autoencoder"}
+TARGETS_NOT_ANSWERS = {"ch08.train_digits_mlp", "ch13.train_autoencoder", "ch14.fine_tune"}
 
 
 def _setup_cells(notebook) -> list:
