@@ -1,3 +1,5 @@
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -8,6 +10,8 @@ from threadpoolctl import threadpool_limits
 
 import dlcourse
 from parity import CUDA_SKIP_REASON
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def pytest_configure(config):
@@ -136,3 +140,23 @@ def _module_db_summary(terminalreporter):
     total = sum(sum(c.values()) for c in outcomes.values())
     failed = sum(c["failed"] + c["error"] for c in outcomes.values())
     terminalreporter.write_line(f"{total} cases, {failed} failed")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium, one per test process: the book's and the feedback pages'
+    browser tests share it (a second sync_playwright in the same thread finds the first one's
+    event loop running, and Playwright refuses)."""
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
