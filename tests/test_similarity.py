@@ -390,9 +390,14 @@ def test_export_gains_a_similarity_column(report, tmp_path):
 
 
 def test_the_command_prints_the_ranking(report):
-    course, _ = report
-    completed = run_dlcourse(course, "similarity", A, timeout=300)
+    from dlcourse.grading.similarity import load_scores
+
+    course, found = report
+    completed = run_dlcourse(course, "similarity", A, timeout=300,
+                             env={"PYTHONHASHSEED": "12345"})
     assert completed.returncode == 0, completed.stderr
     assert "similarity/" in completed.stdout and "eve" in completed.stdout
+    # another process, another string-hash salt: the very same shares (the k-gram hashes are not Python's hash())
+    assert load_scores(course, A) == {student: entry["similarity"] for student, entry in found.scores.items()}
     missing = run_dlcourse(course, "similarity", "no-such-assignment", timeout=120)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no assignment" in missing.stderr

@@ -149,6 +149,16 @@ def _copy_in(src_fd: int, dst: str, uid: int, gid: int, skip: tuple = ()) -> Non
             os.chown(target, uid, gid)
 
 
+def _outermost_binds(cfg: dict) -> list[str]:
+    """The read-only bind paths that exist, shortest first, leaving out those inside another
+    (the outer bind already shows them)."""
+    kept: list[str] = []
+    for path in sorted(set(cfg["binds"]), key=len):
+        if os.path.lexists(path) and not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(path)
+    return kept
+
+
 def _build_root(cfg: dict, in_fd: int) -> None:
     root = cfg["root_dir"]
     # as a normal user only uid 0 is mapped here (the user); the executor's nested user
@@ -174,10 +184,7 @@ def _build_root(cfg: dict, in_fd: int) -> None:
     # The read-only binds come after /tmp: a course checked out under /tmp (its .venv and
     # dlcourse) would otherwise be hidden behind the work directory's /tmp.
     # read-only binds of what the kernel needs, at their own paths
-    done: list[str] = []
-    for path in sorted(set(cfg["binds"]), key=len):
-        if any(path == d or path.startswith(d.rstrip("/") + "/") for d in done) or not os.path.lexists(path):
-            continue
+    for path in _outermost_binds(cfg):
         target = root + path
         if os.path.islink(path):
             _mkdirs(os.path.dirname(target))
@@ -189,7 +196,6 @@ def _build_root(cfg: dict, in_fd: int) -> None:
             _mkdirs(os.path.dirname(target))
             open(target, "w").close()
             _bind(path, target)
-        done.append(path)
     for path in cfg.get("hide_always", []):   # the answer key: never in the sandbox
         if os.path.isdir(root + path):
             _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=555")
@@ -384,8 +390,8 @@ def _held_binds_under_tmp(cfg: dict) -> list[tuple[str, int | str]]:
     dlcourse), each held by an O_PATH descriptor (or its link text) before the fresh /tmp
     covers them, as the kernel phase's root orders its binds after /tmp for the same reason."""
     held = []
-    for path in sorted(set(cfg["binds"]), key=len):
-        if not path.startswith("/tmp/") or any(path.startswith(p.rstrip("/") + "/") for p, _ in held):
+    for path in _outermost_binds(cfg):
+        if not path.startswith("/tmp/"):
             continue
         if os.path.islink(path):
             held.append((path, os.readlink(path)))

@@ -23,6 +23,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["NOISE_CHARS", "GUARANTEE_CHARS", "FLAG_AT", "Document", "Match", "Report", "solution_regions",
            "fingerprint", "similarity_report", "load_scores"]
 
@@ -33,9 +35,10 @@ __all__ = ["NOISE_CHARS", "GUARANTEE_CHARS", "FLAG_AT", "Document", "Match", "Re
 NOISE_CHARS = 20
 GUARANTEE_CHARS = 25
 # a student is flagged when this share of their answer code is found in one other document.
-# Measured on chapter 7 (tests/test_similarity.py, 14 runs; copydetect's hashes vary between
-# processes): independent honest answers 0.15-0.37, planted copies 0.42 (package code pasted
-# and adapted) to 1.0 (renamed variables).
+# Measured on chapter 7 (tests/test_similarity.py, stable_kgram_hashes below, so every run
+# gives the same shares): independent honest answers at most 0.15 (0.15-0.37 over 14 runs of
+# copydetect's own salted hashes), planted copies 0.44 (package code pasted and adapted), 0.61
+# (the solution renamed), 0.83 (reordered) and 1.0 (renamed variables).
 FLAG_AT = 0.35
 MAX_CODE_CHARS = 200_000           # answer code kept per student (the notebook is capped at 50 MB)
 REPORT_PAIRS = 100                 # pairs shown with their code in the report
@@ -91,10 +94,45 @@ def solution_regions(text: str) -> list[str]:
     return regions
 
 
+_KGRAM_MULTIPLIER = np.uint64(0x100000001B3)          # FNV-1a's 64-bit prime: odd, so no bits are lost
+
+
+def stable_kgram_hashes(string: str, k: int) -> np.ndarray:
+    """Hashes of every k-gram of `string`, shape (len(string) - k + 1,), int64; the same in every process.
+
+    Stands in for copydetect's `hashed_kgrams`, which uses Python's `hash()`: that is salted per
+    process (PYTHONHASHSEED), so winnowing kept different fingerprints in every run, and a
+    share near a threshold was over it in one run and under it in the next. Here a k-gram's
+    hash is a polynomial in its code points (mod 2^64), then splitmix64's finalizer, so that
+    the minimum that winnowing picks in each window is as good as random, and reproducible.
+    """
+    codes = np.frombuffer(string.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    count = len(codes) - k + 1
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        value = np.zeros(count, dtype=np.uint64)
+        for offset in range(k):
+            value = value * _KGRAM_MULTIPLIER + codes[offset:offset + count]
+        value ^= value >> np.uint64(30)
+        value *= np.uint64(0xBF58476D1CE4E5B9)
+        value ^= value >> np.uint64(27)
+        value *= np.uint64(0x94D049BB133111EB)
+        value ^= value >> np.uint64(31)
+    return value.view(np.int64)
+
+
+def _use_stable_hashes() -> None:
+    import copydetect.utils
+
+    copydetect.utils.hashed_kgrams = stable_kgram_hashes   # looked up at call time by its fingerprinting
+
+
 def fingerprint(label: str, code: str, boilerplate=()):
     """copydetect's fingerprint of Python code (an empty one for code it cannot tokenize)."""
     from copydetect import CodeFingerprint
 
+    _use_stable_hashes()
     return CodeFingerprint(label, NOISE_CHARS, GUARANTEE_CHARS - NOISE_CHARS + 1, boilerplate=list(boilerplate),
                            language="python", fp=io.StringIO(code))
 
