@@ -278,7 +278,22 @@ _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 # Elements per block of the float32 exact GELU: its ~25 passes then stay in the core's cache.
 _GELU_BLOCK = 32768
-_SIGN_BIT = np.uint32(0x80000000)
+
+
+def _float32_constant(value) -> np.ndarray:
+    # A 0-d array: NumPy converts a Python float anew on every call (~0.2 µs of the ~25 calls
+    # per block).
+    return np.array(value, np.float32)
+
+
+_AS_SHIFT = _float32_constant(math.sqrt(2) / _AS_P)
+# bₖ = ½√(2π) aₖ (√2/p)ᵏ, the A&S coefficients for s = 1/(|x| + √2/p) (see below).
+_AS_B = [_float32_constant(0.5 * math.sqrt(2 * math.pi) * a * (math.sqrt(2) / _AS_P) ** k)
+         for k, a in enumerate(_AS_A, 1)]
+_MINUS_HALF_LOG2_E = _float32_constant(-0.5 * math.log2(math.e))
+_LOG2_SQRT_2PI = _float32_constant(0.5 * math.log2(2 * math.pi))
+_HALF = _float32_constant(0.5)
+_SIGN_BIT = np.array(0x80000000, np.uint32)
 
 
 def _gelu_exact_float32(x: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
@@ -293,14 +308,13 @@ def _gelu_exact_float32(x: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
 
     Chosen for speed: SciPy's erf is a scalar double-precision loop (8× torch's GELU). These
     in-place passes run block by block, so that each block stays in the core's cache; φ(x)
-    serves both Q and the derivative; the sign of x is applied by copying its sign bit.
+    serves both Q and the derivative, as 2^(−x²/(2 ln 2) − log₂√(2π)) (NumPy's float32 exp2
+    takes half the time of its exp); the sign of x is applied by copying its sign bit.
     """
     flat = np.ascontiguousarray(x).reshape(-1)
     y, derivative = np.empty_like(flat), np.empty_like(flat)
     size = min(flat.size, _GELU_BLOCK)
     s_full, q_full, pdf_full, sign_full = (np.empty(size, np.float32) for _ in range(4))
-    shift = math.sqrt(2) / _AS_P
-    coefficients = [np.float32(0.5 * math.sqrt(2 * math.pi) * a * shift ** k) for k, a in enumerate(_AS_A, 1)]
     # x² overflows to inf for |x| > 1.8·10¹⁹ (φ = 0, as it should); −inf · Φ(−inf) is NaN as in torch.
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, flat.size, _GELU_BLOCK):
@@ -308,26 +322,26 @@ def _gelu_exact_float32(x: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
             n = xs.size
             s, q, pdf, sign = s_full[:n], q_full[:n], pdf_full[:n], sign_full[:n].view(np.uint32)
             np.bitwise_and(xs.view(np.uint32), _SIGN_BIT, out=sign)
-            np.multiply(xs, -0.5, out=pdf)  # φ(x) = exp(−x²/2 − ln √(2π))
-            pdf *= xs
-            pdf -= 0.5 * math.log(2 * math.pi)
-            np.exp(pdf, out=pdf)
+            np.multiply(xs, _MINUS_HALF_LOG2_E, out=pdf)  # φ(x) = 2^(−x²/(2 ln 2) − log₂ √(2π))
+            np.multiply(pdf, xs, out=pdf)
+            np.subtract(pdf, _LOG2_SQRT_2PI, out=pdf)
+            np.exp2(pdf, out=pdf)
             np.abs(xs, out=s)  # s = 1 / (|x| + √2/p)
-            s += shift
+            np.add(s, _AS_SHIFT, out=s)
             np.reciprocal(s, out=s)
-            np.multiply(s, coefficients[-1], out=q)  # Horner: Σ bₖ sᵏ
-            for b in reversed(coefficients[:-1]):
-                q += b
-                q *= s
-            q *= pdf  # Q = ½ erfc(|x| / √2)
-            np.subtract(0.5, q, out=q)  # Φ(x) = ½ + sign(x) (½ − Q), ½ − Q ≥ 0
+            np.multiply(s, _AS_B[-1], out=q)  # Horner: Σ bₖ sᵏ
+            for b in reversed(_AS_B[:-1]):
+                np.add(q, b, out=q)
+                np.multiply(q, s, out=q)
+            np.multiply(q, pdf, out=q)  # Q = ½ erfc(|x| / √2)
+            np.subtract(_HALF, q, out=q)  # Φ(x) = ½ + sign(x) (½ − Q), ½ − Q ≥ 0
             q_bits = q.view(np.uint32)
             np.bitwise_xor(q_bits, sign, out=q_bits)
-            q += 0.5
+            np.add(q, _HALF, out=q)
             np.multiply(xs, q, out=y[start:start + n])
             slope = derivative[start:start + n]  # f'(x) = Φ(x) + x φ(x)
             np.multiply(xs, pdf, out=slope)
-            slope += q
+            np.add(slope, q, out=slope)
     return y.reshape(x.shape), derivative.reshape(x.shape)
 
 

@@ -5,10 +5,11 @@ A convolution is a matrix product once every receptive field is laid out as a co
 
     y[n, o, oh, ow] = b[o] + Σ_(c,i,j) W[o, c, i, j] · cols[(c, i, j), (n, oh, ow)].
 
-Backward is the same product read the other way: dW = dY · colsᵀ; for stride 1 dx is itself a
-convolution (of dY with the flipped kernel), otherwise dcols = Wᵀ · dY is summed back into
-the receptive fields ("col2im"), one kernel offset at a time. The im2col arrays are built a
-few images at a time, so that they stay in cache.
+Backward is the same product read the other way: dW = dY · colsᵀ, and dcols = Wᵀ · dY is
+summed back into the receptive fields ("col2im"), one kernel offset at a time. For stride 1
+both run on shifted views of the flattened padded image instead of im2col copies
+(`Conv2d._stride_one_backward`). The im2col arrays are built a few images at a time, so
+that they stay in cache.
 
 `window_view` and `add_windows` (the two directions of that reshuffle) are shared with the
 pooling layers.
@@ -230,57 +231,80 @@ class Conv2d(Module):
         # (N, groups, C_out/g, Ho·Wo): each image's dY, in the layout of the forward product.
         grad_y = np.ascontiguousarray(grad_output).reshape(n, groups, self.out_channels // groups,
                                                             math.prod(out_size))
-        # dW (with the bias as its last column) = Σ_images cols · dYᵀ, as (rows, C_out/g) products.
+        padded_shape = (n, c, h + sum(self._pads[0]), w + sum(self._pads[1]))
+        if self.stride == (1, 1):
+            grad_weight, grad_padded = self._stride_one_backward(grad_y, x, padded_shape)
+        else:
+            grad_weight = self._im2col_weight_backward(grad_y, x, out_size)
+            grad_padded = self._grad_padded(grad_y, padded_shape, out_size)
+        self.grads["weight"] += grad_weight.reshape(self.weight.shape)
+        if self.bias is not None:
+            self.grads["bias"] += grad_y.sum(axis=(0, 3)).reshape(-1)
+        grad_input = self._pad_backward(grad_padded, (h, w))
+        return grad_input[0] if unbatched else grad_input
+
+    def _im2col_weight_backward(self, grad_y, x, out_size):
+        """dW = Σ_images dY · colsᵀ, as (groups, C_out/g, C_in/g·kh·kw)."""
+        groups, c = self.groups, x.shape[1]
         grad_weight = np.zeros((groups, c // groups * math.prod(self.kernel_size) + 1,
                                 self.out_channels // groups), x.dtype)
         for start, cols in self._im2col_blocks(x, out_size):
             grad_block = grad_y[start:start + cols.shape[0]]
             grad_weight += np.matmul(cols, grad_block.transpose(0, 1, 3, 2)).sum(axis=0)
-        grad_weight = grad_weight.transpose(0, 2, 1)
-        self.grads["weight"] += grad_weight[:, :, :-1].reshape(self.weight.shape)
-        if self.bias is not None:
-            self.grads["bias"] += grad_weight[:, :, -1].reshape(-1)
-        if self.stride == (1, 1) and self.padding_mode == "zeros":
-            grad_input = self._transposed_convolution(grad_y, (h, w))
-        else:
-            padded_shape = (n, c, h + sum(self._pads[0]), w + sum(self._pads[1]))
-            grad_input = self._pad_backward(self._grad_padded(grad_y, padded_shape, out_size), (h, w))
-        return grad_input[0] if unbatched else grad_input
+        # The last row of cols is the ones that carry the bias; dW leaves it out.
+        return grad_weight[:, :-1].transpose(0, 2, 1)
 
-    def _transposed_convolution(self, grad_y, size):
-        r"""dx for stride 1 and zero padding: dx = dY ⋆ W flipped, itself a convolution.
+    def _stride_one_backward(self, grad_y, x, padded_shape):
+        r"""(dW as (groups, C_out/g, C_in/g, kh, kw), d x_pad (N, C, Hp, Wp)) for stride 1,
+        without im2col arrays.
 
-        dx[c, r, q] = Σ_{o,i,j} W[o, c, i, j] · dY[o, r + top − i·dh, q + left − j·dw]; with dY
-        padded by d·(k − 1) on every side and i' = k − 1 − i that is a cross-correlation of the
-        padded dY with W[:, :, ::-1, ::-1], read from row `top` and column `left` on.
-        Chosen for speed: one product per block of images with inner dimension C_out·kh·kw,
-        no col2im scatter.
+        With stride 1, window (oh, ow) at kernel offset (i, j) reads x_pad[oh + i·dh, ow + j·dw]:
+        position p + s_ij of the flattened padded channel, p = oh·Wp + ow, s_ij = i·dh·Wp + j·dw.
+        With dY laid out on rows of Wp columns (the columns from Wo on zero) and every channel
+        P ≥ Hp·Wp + s long (the rest zero too), both gradients are products with shifted views:
+            dW[:, :, i, j] = Σ_p dY[:, p] · x_pad.flat[:, p + s_ij]ᵀ          (no copy of x)
+            dx_pad.flat[c·P + p + s_ij] += dcols[(i, j, c), p],  dcols = Wᵀ · dY
+        the second one contiguous add per kernel offset over all channels at once.
+        Chosen for speed: no kh·kw-times-larger im2col copies, and no scatter in Wo-element
+        pieces; the extra Wp − Wo columns cost a few percent more arithmetic.
         """
         n, groups = grad_y.shape[:2]
-        (kh, kw), (dh, dw), (top, _), (left, _) = self.kernel_size, self.dilation, *self._pads
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        c_in, c_out, (padded_h, padded_w) = self.in_channels, self.out_channels, padded_shape[2:]
         out_h, out_w = self._cache[1]
-        reach_h, reach_w = dh * (kh - 1), dw * (kw - 1)
-        h, w = size
-        flipped = self.weight.astype(grad_y.dtype, copy=False)[:, :, ::-1, ::-1].reshape(
-            groups, self.out_channels // groups, self.in_channels // groups, kh, kw)
-        flipped = np.ascontiguousarray(flipped.transpose(0, 2, 1, 3, 4)).reshape(groups, self.in_channels // groups, -1)
-        grad_input = np.empty((n, self.in_channels, h, w), grad_y.dtype)
-        rows = self.out_channels * kh * kw
-        per_block = max(1, (1 << 20) // max(1, rows * h * w * grad_y.itemsize))
-        cols = np.empty((min(per_block, n), groups, rows // groups, h * w), grad_y.dtype)
-        # dY padded by the kernel's reach, a block at a time; the border stays zero.
-        padded = np.zeros((min(per_block, n), self.out_channels, out_h + 2 * reach_h, out_w + 2 * reach_w), grad_y.dtype)
-        for start in range(0, n, per_block):
-            count = min(per_block, n - start)
-            padded[:count, :, reach_h:reach_h + out_h, reach_w:reach_w + out_w] = \
-                grad_y[start:start + count].reshape(count, self.out_channels, out_h, out_w)
-            # The rows and columns of padded dY that the windows of dx read start at (top, left).
-            source = padded[:count, :, top:top + h + reach_h, left:left + w + reach_w]
-            windows = window_view(source, self.kernel_size, (1, 1), self.dilation, (h, w))
-            np.copyto(cols[:count].reshape(count, self.out_channels, kh, kw, h, w), windows)
-            out = grad_input[start:start + count].reshape(count, groups, -1, h * w)
-            np.matmul(flipped, cols[:count], out=out)
-        return grad_input
+        wide, length = out_h * padded_w, padded_h * padded_w + (kw - 1) * dw
+        dtype, size = grad_y.dtype, grad_y.itemsize
+        # Wᵀ per group with rows (i, j, c): (groups, kh·kw·C_in/g, C_out/g), contiguous for BLAS.
+        weight_t = np.ascontiguousarray(self.weight.astype(dtype, copy=False).reshape(
+            groups, c_out // groups, c_in // groups, kh, kw).transpose(0, 3, 4, 2, 1)).reshape(groups, -1, c_out // groups)
+        block = max(1, min(n, (1 << 20) // max(1, c_in * kh * kw * length * size)))
+        padded_x = np.zeros((block, c_in, length), dtype)
+        grad_wide = np.zeros((block, groups, c_out // groups, length), dtype)
+        dcols = np.empty((block, groups, kh, kw, c_in // groups * length), dtype)
+        grad_flat = np.empty((block, groups, c_in // groups * length + length), dtype)
+        grad_weight = np.zeros((groups, kh, kw, c_out // groups, c_in // groups), dtype)
+        grad_padded = np.empty(padded_shape, dtype)
+        for start in range(0, n, block):
+            count = min(block, n - start)
+            padded_x[:count, :, :padded_h * padded_w] = self._pad(x[start:start + count]).reshape(count, c_in, -1)
+            rows = grad_wide[:count, :, :, :wide].reshape(count, c_out, out_h, padded_w)
+            rows[..., :out_w] = grad_y[start:start + count].reshape(count, c_out, out_h, out_w)
+            # x_pad.flat[c, p + s_ij] for every (i, j): a view (images, groups, kh, kw, p, c).
+            shifted = as_strided(padded_x[:count], shape=(count, groups, kh, kw, wide, c_in // groups),
+                                 strides=(padded_x.strides[0], c_in // groups * padded_x.strides[1],
+                                          dh * padded_w * size, dw * size, size, padded_x.strides[1]),
+                                 writeable=False)
+            grad_weight += np.matmul(grad_wide[:count, :, None, None, :, :wide], shifted).sum(axis=0)
+            np.matmul(weight_t, grad_wide[:count], out=dcols[:count].reshape(count, groups, -1, length))
+            grad_flat[:count] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    shift = i * dh * padded_w + j * dw
+                    grad_flat[:count, :, shift:shift + dcols.shape[-1]] += dcols[:count, :, i, j]
+            channels = grad_flat[:count, :, :dcols.shape[-1]].reshape(count, c_in, length)
+            grad_padded[start:start + count] = channels[:, :, :padded_h * padded_w].reshape(
+                count, c_in, padded_h, padded_w)
+        return grad_weight.transpose(0, 3, 4, 1, 2), grad_padded
 
     def _grad_padded(self, grad_y, padded_shape, out_size):
         """d x_pad (N, C, Hp, Wp) for any stride: dcols = Wᵀ · dY, one kernel offset (i, j) at a

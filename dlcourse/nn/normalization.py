@@ -45,6 +45,19 @@ def _mean_of_product(a, b, axes):
     return (total / count).reshape([1 if axis in axes else n for axis, n in enumerate(a.shape)])
 
 
+def _scale(a, factor):
+    """a ⊙ factor, factor broadcastable to a; a, a temporary of the caller's, may be overwritten.
+
+    Speed: a per-row factor (shape (n, 1) against an (n, m) array) goes through einsum, which
+    runs about as fast as a plain product, where NumPy's broadcasting multiply is ~1.5x
+    slower; otherwise the product is taken in place.
+    """
+    if a.ndim == 2 and factor.shape == (a.shape[0], 1):
+        return np.einsum("ij,i->ij", a, factor[:, 0])
+    a *= factor
+    return a
+
+
 def _normalize(x, axes, eps, mean=None, var=None):
     """x̂ = (x − μ) / √(σ² + ε) with μ and the biased σ² over `axes` unless given.
 
@@ -56,8 +69,7 @@ def _normalize(x, axes, eps, mean=None, var=None):
     if var is None:
         var = _mean_of_product(x_hat, x_hat, axes)
     inv_std = 1 / np.sqrt(var + eps)
-    x_hat *= inv_std
-    return x_hat, inv_std, mean, var
+    return _scale(x_hat, inv_std), inv_std, mean, var
 
 
 def _affine(x_hat, weight, bias):
@@ -78,12 +90,11 @@ def _normalized_input_backward(grad_x_hat, x_hat, inv_std, axes):
 
     grad_x_hat, x_hat: the input's shape; inv_std: broadcastable to it.
     """
-    # In place from here on: each pass over the array costs as much as the arithmetic.
-    grad = x_hat * _mean_of_product(grad_x_hat, x_hat, axes)
+    # In place where possible: each pass over the array costs as much as the arithmetic.
+    grad = _scale(x_hat, _mean_of_product(grad_x_hat, x_hat, axes))
     grad += _mean(grad_x_hat, axes)
     np.subtract(grad_x_hat, grad, out=grad)
-    grad *= inv_std
-    return grad
+    return _scale(grad, inv_std)
 
 
 def _check_grad_output(module, grad_output, shape, dtype):
@@ -285,7 +296,9 @@ class LayerNorm(Module):
             self.grads["weight"] += np.einsum("ij,ij->j", grad_output, x_hat).reshape(self.normalized_shape)
             grad_x_hat = grad_output * self.weight.astype(x_hat.dtype, copy=False).reshape(-1)
         if self.bias is not None:
-            self.grads["bias"] += grad_output.sum(axis=0).reshape(self.normalized_shape)
+            # Σ dy over the samples as a BLAS product with ones, faster than sum(axis=0).
+            ones = np.ones(grad_output.shape[0], grad_output.dtype)
+            self.grads["bias"] += (ones @ grad_output).reshape(self.normalized_shape)
         return _normalized_input_backward(grad_x_hat, x_hat, inv_std, (1,)).reshape(shape)
 
     def extra_repr(self):
