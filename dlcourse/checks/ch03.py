@@ -49,7 +49,7 @@ def _targets(rng, n, classes):
 
 
 @part("ch03.softmax_cross_entropy_delta", "softmax_cross_entropy_delta", asks='the softmax-cross-entropy gradient',
-      forbids=implementations.SOFTMAX_IMPLEMENTATIONS + ("dlcourse.nn.CrossEntropyLoss",))
+      forbids=implementations.SOFTMAX_IMPLEMENTATIONS)
 def softmax_cross_entropy_delta_cases(rng):
     """δ = ∂J/∂Z of the mean cross-entropy of softmax(Z): (softmax(Z) − one_hot(y)) / N."""
     cases = []

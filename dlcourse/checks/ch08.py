@@ -98,7 +98,7 @@ def batch_indices_cases(rng):
 # ------------------------------------------------------------------------- the first layer's gradient
 @part("ch08.first_layer_gradients", "first_layer_gradients", asks="the gradient of the loss for the first layer",
       forbids=implementations.SOFTMAX_IMPLEMENTATIONS + (
-          "dlcourse.nn.Linear", "dlcourse.nn.ReLU", "dlcourse.nn.CrossEntropyLoss", "dlcourse.nn.Sequential",
+          "dlcourse.nn.Linear", "dlcourse.nn.ReLU", "dlcourse.nn.Sequential",
           "dlcourse.models.MLP", "dlcourse.train.fit"), derived=True)
 def first_layer_gradients_cases(rng):
     """(∂L/∂W1, ∂L/∂b1) of L = mean CE(relu(x W1ᵀ + b1) W2ᵀ + b2, labels): several sizes, one example,

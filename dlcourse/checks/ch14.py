@@ -138,7 +138,7 @@ def select_best_cases(rng):
 
 @part("ch14.ensemble_cross_entropy_backward", "ensemble_cross_entropy_backward",
       asks="the gradient of an ensemble's cross-entropy", derived=True,
-      forbids=SOFTMAX_IMPLEMENTATIONS + ("dlcourse.nn.CrossEntropyLoss",))
+      forbids=SOFTMAX_IMPLEMENTATIONS)
 def ensemble_cross_entropy_backward_cases(rng):
     """d L / d logits for L = −mean_i log( mean_m softmax(z_m)_{i, y_i} ): shapes (M, N, C)."""
     cases = []

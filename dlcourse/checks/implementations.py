@@ -9,6 +9,7 @@ SOFTMAX_IMPLEMENTATIONS = (
     "dlcourse.nn.Softmax",
     "dlcourse.nn.LogSoftmax",
     "dlcourse.nn.activation._log_softmax",
+    "dlcourse.nn.CrossEntropyLoss",        # its forward computes the softmax (its backward is softmax − one-hot)
     "scipy.special.softmax",
     "scipy.special.log_softmax",
     "scipy.special.logsumexp",
