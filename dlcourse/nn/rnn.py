@@ -83,55 +83,44 @@ def _lstm_gate_scale(hidden, dtype):
     return scale
 
 
-def lstm_input_gates(x, weight_ih, bias):
-    """x W_ihᵀ + b for every step, in the form `lstm_sequence` takes.
-
-    x: (T, N, I), weight_ih: (4H, I), bias: (4H,) (b_ih + b_hh) or None.
-    Returns (T, 4H, N): feature-major, the rows of i, f and o halved (`_lstm_gate_scale`).
-    """
-    steps, batch, inputs = x.shape
-    scale = _lstm_gate_scale(weight_ih.shape[0] // 4, x.dtype)
-    if bias is not None:
-        # The bias rides in the product, a column of the weight against a row of ones under
-        # x: one pass over the (T, 4H, N) result fewer.
-        x_ones = np.empty((steps, batch, inputs + 1), x.dtype)
-        x_ones[..., :inputs] = x
-        x_ones[..., inputs] = 1
-        x, weight_ih = x_ones, np.concatenate([weight_ih, bias[:, None]], axis=1)
-    return np.matmul(weight_ih * scale, x.transpose(0, 2, 1))  # one (4H, I) @ (I, N) per step
-
-
-def lstm_sequence(gates, state, weight_hh):
+def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
     r"""All T steps of the LSTM recurrence, gates in torch's order i, f, g, o:
 
-        [i, f, g, o] = [σ, σ, tanh, σ](x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh)
+        [i, f, g, o] = [σ, σ, tanh, σ](u_t W_inᵀ + b + h_{t−1} W_hhᵀ)
         c_t = f ⊙ c_{t−1} + i ⊙ g,    h_t = o ⊙ tanh(c_t)
 
-    gates: (T, 4H, N) x_t W_ihᵀ + b_ih + b_hh of every step from `lstm_input_gates`
-        (overwritten with the gates' values)
-    state: (h0, c0), each (N, H); weight_hh: (4H, H)
+    inputs: (T, N, K) what each step reads besides h_{t−1}, with weight_in: (4H, K) and
+        bias: (4H,) or None. A layer passes u_t = x_t, W_ih and b_ih + b_hh; a cell, whose
+        x W_ihᵀ + b_ih is already formed, passes that and the identity.
+    state: (h0, c0), (N, R) and (N, H); weight_hh: (4H, R)
     Returns output (T, N, H) (h_t of every step), (h_T, c_T) and the cache for backward.
 
     Arranged for speed, with the same arithmetic: the loop works feature-major, on
     (features, N) arrays, so that each gate is a contiguous block (NumPy runs a column
-    block of an (N, 4H) array row by row, ~3× slower), with the i, f, o rows halved so that
-    one tanh serves all gates (`_lstm_gate_scale`), into buffers allocated once.
+    block of an (N, 4H) array row by row, ~3× slower); each step's pre-activations are one
+    product, [W_hh | W_in | b] against [h_{t−1}; u_t; 1], written straight into the
+    buffer of the gates; the i, f, o rows are halved so that one tanh serves all gates
+    (`_lstm_gate_scale`).
     """
-    steps, width, batch = gates.shape
-    hidden = width // 4
-    dtype = gates.dtype
-    weight_hh_half = weight_hh * _lstm_gate_scale(hidden, dtype)
-    h_all = np.empty((steps, hidden, batch), dtype)  # h_1 … h_T
+    steps, batch, size_in = inputs.shape
+    width, size_h = weight_hh.shape
+    hidden, dtype = width // 4, inputs.dtype
+    weights = [weight_hh, weight_in] + ([] if bias is None else [bias[:, None]])
+    weight = np.concatenate(weights, axis=1) * _lstm_gate_scale(hidden, dtype)
+    # stacked[t] = [h_{t−1}; u_t; 1]; each step writes h_t into the next one's first rows.
+    stacked = np.empty((steps, weight.shape[1], batch), dtype)
+    stacked[0, :size_h] = state[0].T
+    stacked[:, size_h:size_h + size_in] = inputs.transpose(0, 2, 1)
+    stacked[:, size_h + size_in:] = 1
+    # h_0 may have R ≠ H entries: a projecting LSTM calls this one step at a time.
+    h_all = list(stacked[1:, :hidden]) + [np.empty((hidden, batch), dtype)]  # h_1 … h_T
+    gates = np.empty((steps, width, batch), dtype)  # the gates' values, for backward
     c_all = np.empty((steps + 1, hidden, batch), dtype)  # c_0 … c_T
     c_all[0] = state[1].T
-    # h_0 may have R ≠ H entries: a projecting LSTM calls this one step at a time.
-    h_previous = [state[0].T.copy()] + list(h_all[:-1])
     products = np.empty((steps, 2, hidden, batch), dtype)  # i ⊙ g and f ⊙ c_{t−1}, for backward
     tanh_c = np.empty((steps, hidden, batch), dtype)
-    recurrent = np.empty((width, batch), dtype)
     for t in range(steps):
-        act = gates[t]
-        act += np.matmul(weight_hh_half, h_previous[t], out=recurrent)
+        act = np.matmul(weight, stacked[t], out=gates[t])
         np.tanh(act, out=act)
         for sigmoid in (act[:2 * hidden], act[3 * hidden:]):  # i, f and o: σ = (1 + tanh) / 2
             sigmoid *= 0.5
@@ -143,7 +132,9 @@ def lstm_sequence(gates, state, weight_hh):
         np.add(input_term, forget_term, out=c_all[t + 1])
         np.tanh(c_all[t + 1], out=tanh_c[t])
         np.multiply(o, tanh_c[t], out=h_all[t])
-    output = np.ascontiguousarray(h_all.transpose(0, 2, 1))
+    output = np.empty((steps, batch, hidden), dtype)
+    output[:-1] = stacked[1:, :hidden].transpose(0, 2, 1)
+    output[-1] = h_all[-1].T
     return output, (output[-1], c_all[-1].T.copy()), (gates, h_all, products, tanh_c)
 
 
@@ -197,11 +188,8 @@ def lstm_step(gates_x, state, weight_hh, bias_hh):
         [i, f, g, o] = [σ, σ, tanh, σ](x W_ihᵀ + b_ih + h W_hhᵀ + b_hh)
         c' = f ⊙ c + i ⊙ g,    h' = o ⊙ tanh(c')
     """
-    if bias_hh is not None:
-        gates_x = gates_x + bias_hh
-    gates = np.empty((1,) + gates_x.shape[::-1], gates_x.dtype)
-    np.multiply(gates_x.T, _lstm_gate_scale(gates_x.shape[1] // 4, gates_x.dtype), out=gates[0])
-    _, new_state, cache = lstm_sequence(gates, state, weight_hh)
+    identity = np.eye(gates_x.shape[1], dtype=gates_x.dtype)
+    _, new_state, cache = lstm_sequence(gates_x[None], state, identity, weight_hh, bias_hh)
     return new_state, cache
 
 
@@ -470,8 +458,7 @@ class RNNBase(Module):
             # needs it inside r ⊙ (h W_hnᵀ + b_hn)); summed first, one pass over gates_x.
             bias_ih, bias_hh = bias_ih + bias_hh, None
         if self.mode == "LSTM" and not self.proj_size:
-            gates = lstm_input_gates(x, weight_ih, bias_ih)
-            output, state, lstm_cache = lstm_sequence(gates, state, weight_hh)
+            output, state, lstm_cache = lstm_sequence(x, state, weight_ih, weight_hh, bias_ih)
             return output, state, (x, h0, output, lstm_cache)
         gates_x = (_rows(x) @ weight_ih.T).reshape(x.shape[:2] + (-1,))  # one 2-D matmul, not T
         if bias_ih is not None:
