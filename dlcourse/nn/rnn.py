@@ -8,6 +8,10 @@ them. A sequence layer projects the whole input sequence with one matmul per lay
 backward (backpropagation through time) stacks the per-step gate gradients so that each
 weight gradient is again one matmul per layer.
 
+The LSTM's recurrence is written once for a whole sequence (`lstm_sequence` /
+`lstm_sequence_backward`, arranged for speed as their docstrings say); `lstm_step` is its
+one-step case, which the cell and the projecting LSTM call.
+
 Every step function takes
 
     gates_x: (N, G·H)  the input projection x W_ihᵀ + b_ih of this step
@@ -143,8 +147,9 @@ def lstm_sequence_backward(grad_output, grad_state, cache, weight_hh):
 
     grad_output: (T, N, H) the gradient of every h_t from above; grad_state: the gradients
     of (h_T, c_T), each (N, H).
-    Returns grad_gates (T·N, 4H), the gradient of gates_x with rows in (t, n) order (of
-    x_t W_ihᵀ + b_ih and of h_{t−1} W_hhᵀ + b_hh alike), and the gradients of (h0, c0).
+    Returns grad_gates (T·N, 4H), the gradient of the pre-activations u_t W_inᵀ + b +
+    h_{t−1} W_hhᵀ with rows in (t, n) order (so of each term alike), and the gradients of
+    (h0, c0).
     """
     gates, h_all, products, tanh_c = cache
     steps, width, batch = gates.shape
