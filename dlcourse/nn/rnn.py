@@ -139,7 +139,7 @@ def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
     output = np.empty((steps, batch, hidden), dtype)
     output[:-1] = stacked[1:, :hidden].transpose(0, 2, 1)
     output[-1] = h_all[-1].T
-    return output, (output[-1], c_all[-1].T.copy()), (gates, h_all, products, tanh_c)
+    return output, (output[-1], c_all[-1].T.copy()), (gates, h_all, products, tanh_c, stacked)
 
 
 def lstm_sequence_backward(grad_output, grad_state, cache, weight_hh):
@@ -151,7 +151,7 @@ def lstm_sequence_backward(grad_output, grad_state, cache, weight_hh):
     h_{t−1} W_hhᵀ with rows in (t, n) order (so of each term alike), and the gradients of
     (h0, c0).
     """
-    gates, h_all, products, tanh_c = cache
+    gates, h_all, products, tanh_c, _ = cache
     steps, width, batch = gates.shape
     hidden = width // 4
     grad_h_above = np.ascontiguousarray(grad_output.transpose(0, 2, 1))
@@ -185,6 +185,15 @@ def lstm_sequence_backward(grad_output, grad_state, cache, weight_hh):
     # (T, 4H, N) → (4H, T·N): the weight gradients' products then read both operands in order.
     grad_rows = np.ascontiguousarray(grad_gates.transpose(1, 0, 2)).reshape(width, steps * batch).T
     return grad_rows, (np.ascontiguousarray(grad_h.T), np.ascontiguousarray(grad_c.T))
+
+
+def lstm_sequence_weight_grads(grad_gates, cache):
+    """[∂L/∂W_hh | ∂L/∂W_in | ∂L/∂b] (4H, R + K (+ 1)), from `lstm_sequence_backward`'s
+    grad_gates (T·N, 4H): one product against forward's [h_{t−1}; u_t; 1] of every step
+    (the row of ones sums the bias gradient), not two products and a sum."""
+    stacked = cache[-1]  # (T, R + K + 1, N)
+    operand = np.ascontiguousarray(stacked.transpose(1, 0, 2)).reshape(stacked.shape[1], -1)
+    return grad_gates.T @ operand.T
 
 
 def lstm_step(gates_x, state, weight_hh, bias_hh):
@@ -524,11 +533,17 @@ class RNNBase(Module):
         Adds the parameter gradients and returns (grad_x (T, N, in), grad of the initial state)."""
         x, h0, output, step_caches = cache
         weight_ih, weight_hh, _, _ = self._weights(suffix, x.dtype)
-        hidden = np.concatenate([h0[None], output[:-1]])  # h_{t−1} for every step
         if self.mode == "LSTM" and not self.proj_size:
             grad_gates, grad_state = lstm_sequence_backward(grad_output, grad_state, step_caches, weight_hh)
-            _add_weight_grads(self._gradients, suffix, _rows(x), _rows(hidden), grad_gates, grad_gates)
+            grad_weights = lstm_sequence_weight_grads(grad_gates, step_caches)
+            size_h, size_in = weight_hh.shape[1], weight_ih.shape[1]
+            self._gradients["weight_hh" + suffix] += grad_weights[:, :size_h]
+            self._gradients["weight_ih" + suffix] += grad_weights[:, size_h:size_h + size_in]
+            if self.bias:
+                self._gradients["bias_ih" + suffix] += grad_weights[:, -1]
+                self._gradients["bias_hh" + suffix] += grad_weights[:, -1]
             return (grad_gates @ weight_ih).reshape(x.shape), grad_state
+        hidden = np.concatenate([h0[None], output[:-1]])  # h_{t−1} for every step
         step_backward, grads_output = self._step_backward, []
         if self.proj_size:
             weight_hr = self._parameters["weight_hr" + suffix].astype(x.dtype, copy=False)
