@@ -123,19 +123,21 @@ def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
     c_all[0] = state[1].T
     products = np.empty((steps, 2, hidden, batch), dtype)  # i ⊙ g and f ⊙ c_{t−1}, for backward
     tanh_c = np.empty((steps, hidden, batch), dtype)
+    i_f_all, o_all = gates[:, :2 * hidden], gates[:, 3 * hidden:]  # the sigmoid rows
+    i_all, f_all, g_all = gates[:, :hidden], gates[:, hidden:2 * hidden], gates[:, 2 * hidden:3 * hidden]
     for t in range(steps):
         act = np.matmul(weight, stacked[t], out=gates[t])
         np.tanh(act, out=act)
-        for sigmoid in (act[:2 * hidden], act[3 * hidden:]):  # i, f and o: σ = (1 + tanh) / 2
-            sigmoid *= 0.5
-            sigmoid += 0.5
-        i, f, g, o = act[:hidden], act[hidden:2 * hidden], act[2 * hidden:3 * hidden], act[3 * hidden:]
+        i_f, o = i_f_all[t], o_all[t]  # σ = (1 + tanh) / 2
+        i_f *= 0.5
+        i_f += 0.5
+        o *= 0.5
+        o += 0.5
         input_term, forget_term = products[t]
-        np.multiply(i, g, out=input_term)
-        np.multiply(f, c_all[t], out=forget_term)
-        np.add(input_term, forget_term, out=c_all[t + 1])
-        np.tanh(c_all[t + 1], out=tanh_c[t])
-        np.multiply(o, tanh_c[t], out=h_all[t])
+        np.multiply(i_all[t], g_all[t], out=input_term)
+        np.multiply(f_all[t], c_all[t], out=forget_term)
+        c = np.add(input_term, forget_term, out=c_all[t + 1])
+        np.multiply(o, np.tanh(c, out=tanh_c[t]), out=h_all[t])
     output = np.empty((steps, batch, hidden), dtype)
     output[:-1] = stacked[1:, :hidden].transpose(0, 2, 1)
     output[-1] = h_all[-1].T
