@@ -119,8 +119,7 @@ def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
     # h_0 may have R ≠ H entries: a projecting LSTM calls this one step at a time.
     h_all = list(stacked[1:, :hidden]) + [np.empty((hidden, batch), dtype)]  # h_1 … h_T
     gates = np.empty((steps, width, batch), dtype)  # the gates' values, for backward
-    c_all = np.empty((steps + 1, hidden, batch), dtype)  # c_0 … c_T
-    c_all[0] = state[1].T
+    c, c_next = state[1].T.copy(), np.empty((hidden, batch), dtype)  # c_{t−1} and c_t, swapped each step
     products = np.empty((steps, 2, hidden, batch), dtype)  # i ⊙ g and f ⊙ c_{t−1}, for backward
     tanh_c = np.empty((steps, hidden, batch), dtype)
     i_f_all, o_all = gates[:, :2 * hidden], gates[:, 3 * hidden:]  # the sigmoid rows
@@ -135,13 +134,13 @@ def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
         o += 0.5
         input_term, forget_term = products[t]
         np.multiply(i_all[t], g_all[t], out=input_term)
-        np.multiply(f_all[t], c_all[t], out=forget_term)
-        c = np.add(input_term, forget_term, out=c_all[t + 1])
+        np.multiply(f_all[t], c, out=forget_term)
+        c, c_next = np.add(input_term, forget_term, out=c_next), c
         np.multiply(o, np.tanh(c, out=tanh_c[t]), out=h_all[t])
     output = np.empty((steps, batch, hidden), dtype)
     output[:-1] = stacked[1:, :hidden].transpose(0, 2, 1)
     output[-1] = h_all[-1].T
-    return output, (output[-1], c_all[-1].T.copy()), (gates, h_all, products, tanh_c, stacked)
+    return output, (output[-1], c.T.copy()), (gates, h_all, products, tanh_c, stacked)
 
 
 def lstm_sequence_backward(grad_output, grad_state, cache, weight_hh):
