@@ -95,7 +95,7 @@ def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
 
     inputs: (T, N, K) what each step reads besides h_{t−1}, with weight_in: (4H, K) and
         bias: (4H,) or None. A layer passes u_t = x_t, W_ih and b_ih + b_hh; a cell, whose
-        x W_ihᵀ + b_ih is already formed, passes that and the identity.
+        x W_ihᵀ + b_ih is already formed, passes that, the identity and b_hh.
     state: (h0, c0), (N, R) and (N, H); weight_hh: (4H, R)
     Returns output (T, N, H) (h_t of every step), (h_T, c_T) and the cache for backward.
 
