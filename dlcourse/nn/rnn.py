@@ -114,8 +114,8 @@ def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
     (features, N) arrays, so that each gate is a contiguous block (NumPy runs a column
     block of an (N, 4H) array row by row, ~3× slower); each step's pre-activations are one
     product, [W_hh | W_in | b] against [h_{t−1}; u_t; 1], written straight into the
-    buffer of the gates; the i, f, o rows are halved so that one tanh serves all gates
-    (`_lstm_gate_scale`).
+    buffer of the gates; inside, the gate rows run o, i, f, g (`_LSTM_ROWS`) and those of
+    o, i, f are halved so that one tanh serves all gates (`_lstm_gate_scale`).
     """
     steps, batch, size_in = inputs.shape
     width, size_h = weight_hh.shape
