@@ -135,6 +135,7 @@ def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
     tanh_c = np.empty((steps, hidden, batch), dtype)
     o_all, i_all, f_all, g_all = (gates[:, k * hidden:(k + 1) * hidden] for k in range(4))
     sigmoid_all = gates[:, :3 * hidden]  # o, i, f
+    input_terms, forget_terms = products[:, 0], products[:, 1]
     half = np.array(0.5, dtype)  # a 0-d array: NumPy converts a Python float on every call
     for t in range(steps):
         act = np.matmul(weight, stacked[t], out=gates[t])
@@ -142,9 +143,8 @@ def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
         sigmoid = sigmoid_all[t]  # σ = (1 + tanh) / 2
         sigmoid *= half
         sigmoid += half
-        input_term, forget_term = products[t]
-        np.multiply(i_all[t], g_all[t], out=input_term)
-        np.multiply(f_all[t], c, out=forget_term)
+        input_term = np.multiply(i_all[t], g_all[t], out=input_terms[t])
+        forget_term = np.multiply(f_all[t], c, out=forget_terms[t])
         c, c_next = np.add(input_term, forget_term, out=c_next), c
         np.multiply(o_all[t], np.tanh(c, out=tanh_c[t]), out=h_all[t])
     output = np.empty((steps, batch, hidden), dtype)
@@ -177,12 +177,12 @@ def lstm_sequence_backward(grad_output, grad_state, cache, weight_hh):
     sigmoid_all, input_terms = gates[:, :3 * hidden], products[:, 0]
     products_i_f = products.reshape(steps, 2 * hidden, batch)
     grad_o_all, grad_i_f_all = grad_gates[:, :hidden], grad_gates[:, hidden:3 * hidden]
-    grad_g_all = grad_gates[:, 3 * hidden:]
+    grad_g_all, grad_sigmoid_all = grad_gates[:, 3 * hidden:], grad_gates[:, :3 * hidden]
     grad_i_f_g_all = grad_gates[:, hidden:].reshape(steps, 3, hidden, batch)
     one = np.array(1, gates.dtype)  # a 0-d array: NumPy converts a Python int on every call
     for t in reversed(range(steps)):
         grad_h += grad_h_above[t]  # h_t feeds both the output at t and the next step
-        np.subtract(one, sigmoid_all[t], out=grad_gates[t, :3 * hidden])  # 1 − σ for o, i, f
+        np.subtract(one, sigmoid_all[t], out=grad_sigmoid_all[t])  # 1 − σ for o, i, f
         # h = o ⊙ tanh c:  ∂L/∂o_pre = ∂L/∂h ⊙ tanh c ⊙ o(1 − o) = (∂L/∂h ⊙ h)(1 − o)
         np.multiply(grad_h, h_all[t], out=grad_h_times_h)
         grad_o = grad_o_all[t]
