@@ -30,6 +30,8 @@ RECURRENT_IMPLEMENTATIONS = (
     "dlcourse.nn.rnn.rnn_relu_step_backward",
     "dlcourse.nn.rnn.lstm_step",
     "dlcourse.nn.rnn.lstm_step_backward",
+    "dlcourse.nn.rnn.lstm_sequence",
+    "dlcourse.nn.rnn.lstm_sequence_backward",
     "dlcourse.nn.rnn.gru_step",
     "dlcourse.nn.rnn.gru_step_backward",
     "dlcourse.models.LSTMLanguageModel",
