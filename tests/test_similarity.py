@@ -262,8 +262,71 @@ HAL = {
     return grad, dgamma, dbeta""",
 }
 
+# jay and kim dilute a copy: cat's answers and gus's renamed solution, each handed in with a
+# cell of their own exploration code about four times the size of the answers, so that
+# only about a fifth of the copier's code is copied (the copied side is still all there). Both
+# hand in the same cell, so they also match each other.
+PADDING = """
+def describe_batch(batch, name="batch"):
+    counts = {}
+    for row in batch:
+        key = round(float(np.mean(row)), 1)
+        counts[key] = counts.get(key, 0) + 1
+    widest = max(len(str(k)) for k in counts) if counts else 0
+    lines = [f"{name}: {len(batch)} rows"]
+    for key in sorted(counts):
+        lines.append(str(key).rjust(widest) + " | " + "#" * counts[key])
+    return "\\n".join(lines)
+
+
+def learning_rate_schedule(epoch, base=0.1, warmup=5, decay=0.5, every=10):
+    if epoch < warmup:
+        return base * (epoch + 1) / warmup
+    steps = (epoch - warmup) // every
+    return base * decay ** steps
+
+
+def moving_average(values, window=5):
+    smoothed, total, queue = [], 0.0, []
+    for value in values:
+        queue.append(value)
+        total += value
+        if len(queue) > window:
+            total -= queue.pop(0)
+        smoothed.append(total / len(queue))
+    return smoothed
+
+
+def confusion_counts(predicted, actual, classes=10):
+    table = [[0] * classes for _ in range(classes)]
+    for guess, truth in zip(predicted, actual):
+        table[int(truth)][int(guess)] += 1
+    correct = sum(table[k][k] for k in range(classes))
+    return table, correct / max(1, len(actual))
+
+
+def split_indices(count, fractions=(0.8, 0.1, 0.1), seed=0):
+    order = list(range(count))
+    state = seed
+    for position in range(count - 1, 0, -1):
+        state = (1103515245 * state + 12345) % 2 ** 31
+        other = state % (position + 1)
+        order[position], order[other] = order[other], order[position]
+    first = int(fractions[0] * count)
+    second = first + int(fractions[1] * count)
+    return order[:first], order[first:second], order[second:]
+
+
+def report_run(history, title="run"):
+    best_epoch = min(range(len(history)), key=lambda k: history[k]["val_loss"])
+    header = f"{title}: best epoch {best_epoch} of {len(history)}"
+    rows = [f"{k:3d}  train {h['loss']:.4f}  val {h['val_loss']:.4f}" for k, h in enumerate(history)]
+    return "\\n".join([header, "-" * len(header)] + rows)
+"""
+
 COPIES = {"eve": ("eve", "ann"), "fay": ("fay", "ben"), "gus": ("gus", "course: solutions/"),
-          "hal": ("hal", "course: the dlcourse package")}
+          "hal": ("hal", "course: the dlcourse package"), "jay": ("jay", "cat"),
+          "kim": ("kim", "course: solutions/")}
 
 
 def notebook_with(answers: dict, order=None) -> nbformat.NotebookNode:
@@ -323,6 +386,10 @@ def report(tmp_path_factory):
                                                     "batchnorm_backward_tests", "dropout_backward",
                                                     "dropout_backward_tests"]))
     submit(course, "gus", notebook_with(GUS))
+    for copier, answers in (("jay", HONEST["cat"]), ("kim", GUS)):
+        padded = notebook_with(answers)
+        padded.cells.append(nbformat.v4.new_code_cell(PADDING))
+        submit(course, copier, padded)
     hostile = notebook_with(HAL)
     hostile.cells.append(nbformat.v4.new_code_cell("# </pre><script>alert('x')</script>"))
     submit(course, "hal", hostile)
@@ -355,6 +422,11 @@ def test_planted_copies_rank_above_every_honest_pair(report):
         assert entry["similarity"] < FLAG_AT or entry["closest"] == copied_from.get(student), (student, entry)
     for copier, _ in COPIES.values():
         assert found.scores[copier]["similarity"] >= FLAG_AT, (copier, found.scores[copier])
+    # the padded copies are caught by the copied side: their own share alone stays under the flag
+    [diluted] = [m for m in found.matches if {m.student.label, m.other.label} == {"cat", "jay"}]
+    assert (diluted.student_share if diluted.student.label == "jay" else diluted.other_share) < FLAG_AT
+    [diluted] = [m for m in found.matches if m.student.label == "kim" and m.other.label.startswith("course: solutions/")]
+    assert diluted.student_share < FLAG_AT <= diluted.other_share
 
 
 def test_the_report_is_offline_escaped_and_skips_links(report):

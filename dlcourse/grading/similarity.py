@@ -8,9 +8,11 @@ solution regions of the assignment's source notebook. The comparison is copydete
 renamed variables still match; k-gram winnowing, so reordered statements still match); the
 released notebook's code (stubs, test cells, the setup cell) is boilerplate and never counts.
 
-A pair's score for one side is the share of that side's fingerprinted code that is found in
-the other. A student's similarity is the highest share of their code found in any one other
-document. The report (similarity/<assignment>/report.html, offline, student text escaped)
+A pair's score is the larger of its two shares (the share of one side's fingerprinted code
+that is found in the other): who copied from whom is not known, and a copier who pads the copy
+with code of their own dilutes only their own share. Against the package, which is far larger
+than any answer, it is the student's share. A student's similarity is the highest score of the
+pairs they are in. The report (similarity/<assignment>/report.html, offline, student text escaped)
 ranks the pairs and highlights the matching code; similarity/<assignment>/scores.json keeps
 each student's similarity for `dlcourse export`.
 """
@@ -36,9 +38,10 @@ NOISE_CHARS = 20
 GUARANTEE_CHARS = 25
 # a student is flagged when this share of their answer code is found in one other document.
 # Measured on chapter 7 (tests/test_similarity.py, stable_kgram_hashes below, so every run
-# gives the same shares): independent honest answers at most 0.15 (0.15-0.37 over 14 runs of
-# copydetect's own salted hashes), planted copies 0.44 (package code pasted and adapted), 0.61
-# (the solution renamed), 0.83 (reordered) and 1.0 (renamed variables).
+# gives the same shares): independent honest answers score at most 0.18 (0.15-0.37 over 14
+# runs of copydetect's own salted hashes, by their own shares), planted copies 0.44 (package
+# code pasted and adapted), 0.80 (the solution renamed, alone or padded with 4x as much code of
+# one's own), 0.83 (reordered) and 1.0 (renamed variables; a classmate's answers padded 4x).
 FLAG_AT = 0.35
 MAX_CODE_CHARS = 200_000           # answer code kept per student (the notebook is capped at 50 MB)
 REPORT_PAIRS = 100                 # pairs shown with their code in the report
@@ -51,6 +54,7 @@ class Document:
     kind: str                     # "student" or "course"
     code: str
     fingerprint: object = field(repr=False, default=None)   # copydetect.detector.CodeFingerprint
+    library: bool = False         # the whole package: far larger than any answer
 
 
 @dataclass
@@ -63,11 +67,13 @@ class Match:
 
     @property
     def score(self) -> float:
-        """Two students: the larger share (who copied from whom is not known); a course
-        document: the student's share (a package module is far larger than any answer)."""
-        if self.other.kind == "student":
-            return max(self.student_share, self.other_share)
-        return self.student_share
+        """The larger share: who copied from whom is not known, and a copier who pads the copy
+        with code of their own lowers only their own share, not the share of the other's code
+        found in theirs. Against the package, the student's share (the package is far larger
+        than any answer, so the other share says nothing)."""
+        if self.other.library:
+            return self.student_share
+        return max(self.student_share, self.other_share)
 
 
 @dataclass
@@ -208,7 +214,7 @@ def _course_documents(source: dict, assignment: str) -> list[Document]:
     regions = [region for cell in source.get("cells", [])
                if cell.get("cell_type") == "code" and nbgrader_meta(cell).get("solution")
                for region in solution_regions(_cell_text(cell))]
-    return [Document("course: the dlcourse package", "course", _package_source()),
+    return [Document("course: the dlcourse package", "course", _package_source(), library=True),
             Document(f"course: solutions/{assignment}", "course", "\n\n".join(regions))]
 
 
@@ -227,9 +233,10 @@ def _compare(students: list[Document], course: list[Document]) -> list[Match]:
 def _scores(students: list[Document], matches: list[Match]) -> dict[str, dict]:
     scores = {s.label: {"similarity": 0.0, "closest": ""} for s in students}
     for match in matches:
-        sides = [(match.student.label, match.student_share, match.other.label)]
+        # both students of a pair get the pair's score: the copier's own share may be diluted
+        sides = [(match.student.label, match.score, match.other.label)]
         if match.other.kind == "student":
-            sides.append((match.other.label, match.other_share, match.student.label))
+            sides.append((match.other.label, match.score, match.student.label))
         for student, share, closest in sides:
             if share > scores[student]["similarity"]:
                 scores[student] = {"similarity": round(share, 4), "closest": closest}
