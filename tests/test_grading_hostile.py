@@ -74,6 +74,12 @@ def batch(registered_course, tmp_path_factory):
     v3 = {"nbformat": 3, "nbformat_minor": 0, "metadata": {"name": ""},
           "worksheets": [{"cells": [{"cell_type": "code", "input": "1 + 1", "language": "python", "outputs": []}]}]}
     submit(course, "nbformat3", raw=json.dumps(v3).encode())
+    # JSON's \\u escapes: a lone surrogate (no text file can hold it) and a proper pair (an emoji)
+    odd = correct_notebook()
+    odd.cells.append(nbformat.v4.new_code_cell("note = 'LONE' + 'PAIR'  # \U0001F600"))
+    text = json.dumps(odd)                       # ensure_ascii: the emoji as \\ud83d\\ude00
+    submit(course, "surrogate_pair", raw=text.encode())
+    submit(course, "lone_surrogate", raw=text.replace("\\ud83d\\ude00", "\\ud83d").encode())
     (course / "submitted" / "no_notebook" / A).mkdir(parents=True)
     (course / "submitted" / "no_notebook" / A / "my-work.ipynb").write_text("{}")
     (course / "submitted" / "absent").mkdir(parents=True)
@@ -196,11 +202,16 @@ def test_good_and_wrong_submissions_in_the_batch_are_graded_correctly(batch):
     ("empty", "is empty"),
     ("garbage", "binary data"),
     ("nbformat3", "nbformat 3, not 4"),
+    ("lone_surrogate", "lone UTF-16 surrogate"),
 ])
 def test_unreadable_notebooks_are_invalid(batch, student, words):
     line = batch["lines"][student]
     assert line["status"] == "invalid" and line["score"] == 0 and line["max_score"] == TOTAL
     assert words in line["reason"] and f"submitted/{student}/{A}/{A}.ipynb" in line["reason"]
+
+
+def test_a_surrogate_pair_escape_is_an_ordinary_character(batch):
+    expect_full(batch["lines"]["surrogate_pair"])
 
 
 def test_missing_notebook_and_missing_folder(batch):

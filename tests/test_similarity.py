@@ -393,6 +393,10 @@ def report(tmp_path_factory):
     hostile = notebook_with(HAL)
     hostile.cells.append(nbformat.v4.new_code_cell("# </pre><script>alert('x')</script>"))
     submit(course, "hal", hostile)
+    # a lone surrogate, which JSON's \\u escapes allow and UTF-8 cannot encode, in a cell of lou's own
+    odd = nbformat.read(RELEASE, as_version=4)
+    odd.cells.append(nbformat.v4.new_code_cell(PADDING + "# \\ud800"))
+    submit(course, "lou", raw=json.dumps(odd).replace("\\\\ud800", "\\ud800").encode())
     os.symlink(course / "submitted" / "ann", course / "submitted" / "ivy")    # never followed
     return course, similarity_report(course, A)
 
@@ -436,6 +440,7 @@ def test_the_report_is_offline_escaped_and_skips_links(report):
     assert "<mark>" in page and "<script" not in page and "&lt;script&gt;" in page
     assert "http://" not in page and "https://" not in page
     assert "ivy" in found.skipped and "link" in found.skipped["ivy"] and "ivy" not in found.scores
+    assert found.scores["lou"]["closest"] in ("jay", "kim") and "lou" in page   # compared and shown like anyone
     stored = json.loads((course / "similarity" / A / "scores.json").read_text())
     assert stored["eve"]["closest"] == "ann" and stored["eve"]["similarity"] >= 0.9
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ def read_notebook(path) -> nbformat.NotebookNode:
     if not isinstance(data, dict) or data.get("nbformat") != 4:
         version = data.get("nbformat") if isinstance(data, dict) else None
         raise NotebookError(f"{path} is nbformat {version}, not 4; open and save it in JupyterLab to upgrade it")
+    if re.search(rb"\\u[dD][89a-fA-F]", raw) and _has_lone_surrogate(data):
+        raise NotebookError(f"{path} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape that is not half of a "
+                            "pair): no text file can store that character, so the notebook was edited by hand; "
+                            "remove it and save the notebook in JupyterLab")
     try:
         notebook = nbformat.reads(raw.decode("utf-8"), as_version=4)
         nbformat.validate(notebook)
@@ -67,6 +72,16 @@ def read_notebook(path) -> nbformat.NotebookNode:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise NotebookError(f"{path} is not a valid notebook: {first}") from None
     return notebook
+
+
+def _has_lone_surrogate(data) -> bool:
+    """Whether a parsed notebook holds a string with a lone surrogate (JSON's \\u escapes allow
+    one; UTF-8 cannot encode it, so neither the kernel nor a saved copy could take the notebook)."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _graded_cells(notebook):

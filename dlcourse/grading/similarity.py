@@ -112,7 +112,8 @@ def stable_kgram_hashes(string: str, k: int) -> np.ndarray:
     hash is a polynomial in its code points (mod 2^64), then splitmix64's finalizer, so that
     the minimum that winnowing picks in each window is as good as random, and reproducible.
     """
-    codes = np.frombuffer(string.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    # surrogatepass: a lone surrogate (valid in a notebook's JSON escapes) is a code point like any other
+    codes = np.frombuffer(string.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
     count = len(codes) - k + 1
     if count <= 0:
         return np.zeros(0, dtype=np.int64)
@@ -272,7 +273,8 @@ def similarity_report(root: Path, assignment: str, out: Path | None = None) -> R
 
 def _write_atomic(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
+    # "replace": a lone surrogate from a notebook's JSON or a folder name is shown as "?"
+    partial.write_text(text, encoding="utf-8", errors="replace")
     os.replace(partial, path)
 
 
