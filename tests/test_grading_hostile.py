@@ -56,6 +56,9 @@ class Listener(threading.Thread):
             connection.close()
 
 
+NOT_STUDENT_IDS = (b"st\xffud", b"x y\n\x1b[31mred")
+
+
 @pytest.fixture(scope="module")
 def batch(registered_course, tmp_path_factory):
     import shutil
@@ -80,6 +83,11 @@ def batch(registered_course, tmp_path_factory):
     text = json.dumps(odd)                       # ensure_ascii: the emoji as \\ud83d\\ude00
     submit(course, "surrogate_pair", raw=text.encode())
     submit(course, "lone_surrogate", raw=text.replace("\\ud83d\\ude00", "\\ud83d").encode())
+    # folder names that are not student ids: bytes that are not UTF-8, and a terminal escape after a newline
+    for name in NOT_STUDENT_IDS:
+        folder = os.path.join(os.fsencode(course / "submitted"), name, A.encode())
+        os.makedirs(folder)
+        nbformat.write(correct_notebook(), os.fsdecode(os.path.join(folder, A.encode() + b".ipynb")))
     (course / "submitted" / "no_notebook" / A).mkdir(parents=True)
     (course / "submitted" / "no_notebook" / A / "my-work.ipynb").write_text("{}")
     (course / "submitted" / "absent").mkdir(parents=True)
@@ -176,7 +184,7 @@ def batch(registered_course, tmp_path_factory):
 
 def test_every_submission_has_one_outcome_and_nothing_was_modified(batch):
     course, lines = batch["course"], batch["lines"]
-    students = sorted(p.name for p in (course / "submitted").iterdir())
+    students = sorted(p.name for p in (course / "submitted").iterdir() if os.fsencode(p.name) not in NOT_STUDENT_IDS)
     assert sorted(lines) == students
     rows = outcome_rows(course)
     assert sorted(r["student"] for r in rows) == students  # exactly one row each
@@ -212,6 +220,15 @@ def test_unreadable_notebooks_are_invalid(batch, student, words):
 
 def test_a_surrogate_pair_escape_is_an_ordinary_character(batch):
     expect_full(batch["lines"]["surrogate_pair"])
+
+
+def test_folders_whose_names_are_not_student_ids_are_named_escaped_and_left_alone(batch):
+    """Not UTF-8 (no gradebook or report can take the name) or with control characters (a
+    newline and an escape sequence would forge summary lines or recolour the terminal)."""
+    stderr = batch["stderr"]
+    assert "note: submitted/st\\xffud is not graded: its name is not a student id" in stderr
+    assert "note: submitted/x y\\n\\x1b[31mred is not graded" in stderr
+    assert "\x1b[31m" not in stderr and not [s for s in batch["lines"] if not s.isprintable()]
 
 
 def test_missing_notebook_and_missing_folder(batch):

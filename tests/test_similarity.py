@@ -398,6 +398,7 @@ def report(tmp_path_factory):
     odd.cells.append(nbformat.v4.new_code_cell(PADDING + "# \\ud800"))
     submit(course, "lou", raw=json.dumps(odd).replace("\\\\ud800", "\\ud800").encode())
     os.symlink(course / "submitted" / "ann", course / "submitted" / "ivy")    # never followed
+    os.symlink(course / "submitted" / "ann", os.path.join(os.fsencode(course / "submitted"), b"n\xffx"))  # not a name
     return course, similarity_report(course, A)
 
 
@@ -440,6 +441,7 @@ def test_the_report_is_offline_escaped_and_skips_links(report):
     assert "<mark>" in page and "<script" not in page and "&lt;script&gt;" in page
     assert "http://" not in page and "https://" not in page
     assert "ivy" in found.skipped and "link" in found.skipped["ivy"] and "ivy" not in found.scores
+    assert "not a student id" in found.skipped["submitted/n\\xffx"] and "submitted/n\\xffx" in page
     assert found.scores["lou"]["closest"] in ("jay", "kim") and "lou" in page   # compared and shown like anyone
     stored = json.loads((course / "similarity" / A / "scores.json").read_text())
     assert stored["eve"]["closest"] == "ann" and stored["eve"]["similarity"] >= 0.9

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["CourseError", "find_root", "assignments", "require_assignment", "run_nbgrader", "release"]
+__all__ = ["CourseError", "find_root", "assignments", "require_assignment", "submitted_students", "run_nbgrader",
+           "release"]
 
 
 class CourseError(Exception):
@@ -29,6 +30,30 @@ def assignments(root: Path) -> list[str]:
     """Assignment names: the folders of solutions/ that hold a notebook."""
     return sorted(p.name for p in (root / "solutions").iterdir()
                   if p.is_dir() and any(p.glob("*.ipynb")))
+
+
+NOT_A_STUDENT_ID = "its name is not a student id (bytes that are not UTF-8, or control characters)"
+
+
+def submitted_students(root: Path) -> tuple[list[str], list[str]]:
+    """(student ids, the escaped names of the folders passed over) for the folders of
+    submitted/ (links too: grading reports them); hidden entries are passed over silently.
+
+    A folder whose name is not printable text is not a student id: bytes that are not UTF-8
+    (no gradebook, report or terminal can take them) or control characters (a newline or an
+    escape sequence would forge lines of the summary or recolour the instructor's terminal).
+    It is named, escaped, and left alone."""
+    submitted, students, passed_over = root / "submitted", [], []
+    if not submitted.is_dir():
+        return students, passed_over
+    for entry in os.scandir(submitted):
+        if entry.name.startswith(".") or not (entry.is_dir(follow_symlinks=False) or entry.is_symlink()):
+            continue
+        if entry.name.isprintable():
+            students.append(entry.name)
+        else:
+            passed_over.append(repr(os.fsencode(entry.name))[2:-1])   # b'…' without b''; \n, \x1b, \xff
+    return sorted(students), sorted(passed_over)
 
 
 def require_assignment(root: Path, assignment: str) -> None:

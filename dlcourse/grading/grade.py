@@ -709,16 +709,15 @@ def _cell_label(index, grade_ids: dict) -> str:
 # the parent
 # ----------------------------------------------------------------------------------------
 
-def _students(root: Path, gradebook) -> list[str]:
-    names = set()
-    submitted = root / "submitted"
-    if submitted.is_dir():
-        for entry in os.scandir(submitted):
-            if not entry.name.startswith(".") and (entry.is_dir(follow_symlinks=False) or entry.is_symlink()):
-                names.add(entry.name)
-    for student in gradebook.students:
-        names.add(student.id)
-    return sorted(names)
+def _students(root: Path, gradebook, stderr) -> list[str]:
+    """Every student with a folder in submitted/ or a place in the gradebook; folders whose
+    names are not student ids are named on stderr and left alone."""
+    from dlcourse.grading.course import NOT_A_STUDENT_ID, submitted_students
+
+    names, passed_over = submitted_students(root)
+    for name in passed_over:
+        print(f"note: submitted/{name} is not graded: {NOT_A_STUDENT_ID}; rename the folder", file=stderr)
+    return sorted(set(names) | {student.id for student in gradebook.students})
 
 
 def _direct_outcome(task: GradeTask, state: dict) -> GradeOutcome:
@@ -952,7 +951,7 @@ def _sort_students(course: _Assignment, options: GradeOptions, gradebook, consol
     stored = stored_outcomes(gradebook, course.name)
     todo, direct, skipped = [], [], 0
     source_sha = _sha256(course.source_text.encode())
-    students = _students(course.root, gradebook)
+    students = _students(course.root, gradebook, console.stderr)
     for student in students:
         state = read_submission(course.root, student, course.name, course.notebook_id)
         previous = stored.get(student)

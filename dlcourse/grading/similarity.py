@@ -170,9 +170,11 @@ def _answer_code(notebook: dict, released: set[str]) -> str:
 def _student_documents(root: Path, assignment: str, notebook_id: str, released: set[str]):
     from dlcourse.grading.grade import read_submission
 
-    documents, skipped = [], {}
+    from dlcourse.grading.course import NOT_A_STUDENT_ID, submitted_students
+
     base = root / "submitted"
-    names = sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+    names, passed_over = submitted_students(root)
+    documents, skipped = [], {f"submitted/{name}": NOT_A_STUDENT_ID for name in passed_over}
     for student in names:
         if not (base / student / assignment).is_dir():
             continue                # nothing handed in for this assignment
