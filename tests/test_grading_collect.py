@@ -87,11 +87,15 @@ def test_collect_never_overwrites_silently(tmp_path):
 
 def test_collect_command_messages_and_errors(tmp_path):
     course = new_course(tmp_path)
-    archive = make_zip(tmp_path / "lms.zip", [("alice.ipynb", NOTEBOOK, None), ("x.pdf", b"%PDF", None)])
+    archive = make_zip(tmp_path / "lms.zip", [("alice.ipynb", NOTEBOOK, None), ("x.pdf", b"%PDF", None),
+                                              ("fake\n\x1b[2Jcollected.ipynb", NOTEBOOK, None)])
     completed = run_dlcourse(course, "collect", str(archive), A)
     assert completed.returncode == 1
     assert f"collected alice.ipynb -> submitted/alice/{A}/{A}.ipynb" in completed.stdout
     assert "rejected x.pdf: is not a notebook (.ipynb)" in completed.stderr
+    # a member's name cannot clear the instructor's screen or forge a line of its own
+    assert "rejected fake\\n\\x1b[2Jcollected.ipynb: cannot tell the student" in completed.stderr
+    assert "\x1b" not in completed.stderr + completed.stdout and len(completed.stderr.strip().splitlines()) == 2
     (tmp_path / "not.zip").write_text("plain text")
     completed = run_dlcourse(course, "collect", str(tmp_path / "not.zip"), A)
     assert completed.returncode == 2 and completed.stderr.startswith("error: ") and "not a zip" in completed.stderr

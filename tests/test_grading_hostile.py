@@ -83,6 +83,12 @@ def batch(registered_course, tmp_path_factory):
     text = json.dumps(odd)                       # ensure_ascii: the emoji as \\ud83d\\ude00
     submit(course, "surrogate_pair", raw=text.encode())
     submit(course, "lone_surrogate", raw=text.replace("\\ud83d\\ude00", "\\ud83d").encode())
+    # an error message made of terminal control sequences, bound for the instructor's summary table
+    noisy = correct_notebook()
+    answer = cell_of(noisy, "dropout_forward")
+    answer.source = answer.source.replace("return x * mask / (1 - p)",
+                                          "raise ValueError('\\x1b[2J\\x1b]0;title\\x07\\rFAKE 15/15')")
+    submit(course, "escape_error", noisy)
     # folder names that are not student ids: bytes that are not UTF-8, and a terminal escape after a newline
     for name in NOT_STUDENT_IDS:
         folder = os.path.join(os.fsencode(course / "submitted"), name, A.encode())
@@ -220,6 +226,12 @@ def test_unreadable_notebooks_are_invalid(batch, student, words):
 
 def test_a_surrogate_pair_escape_is_an_ordinary_character(batch):
     expect_full(batch["lines"]["surrogate_pair"])
+
+
+def test_terminal_sequences_in_an_error_never_reach_the_instructor(batch):
+    line = batch["lines"]["escape_error"]
+    assert "ValueError" in line["reason"] and "FAKE 15/15" in line["reason"]
+    assert not [c for c in line["reason"] if not c.isprintable()] and "\x1b" not in batch["stderr"]
 
 
 def test_folders_whose_names_are_not_student_ids_are_named_escaped_and_left_alone(batch):

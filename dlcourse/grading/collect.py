@@ -53,6 +53,12 @@ class CollectReport:
     rejected: list[str] = field(default_factory=list)
 
 
+def _shown(name: str) -> str:
+    """An archive member's name for the instructor's terminal: control characters escaped
+    (a newline or an escape sequence in a name would forge lines or recolour the terminal)."""
+    return name if name.isprintable() else repr(name)[1:-1]
+
+
 def student_of(member: str, assignment: str) -> tuple[str | None, str]:
     """(student id, '') from an archive member's name, or (None, why not)."""
     parts = PurePosixPath(member).parts
@@ -201,7 +207,7 @@ def _wanted_members(archive: zipfile.ZipFile, assignment: str, report: CollectRe
             if student is None:
                 problem = why
         if problem:
-            report.rejected.append(f"{info.filename}: {problem}")
+            report.rejected.append(f"{_shown(info.filename)}: {problem}")
             continue
         wanted.setdefault(student, []).append(info)
     return wanted
@@ -225,25 +231,25 @@ def collect(root: Path, archive_path, assignment: str, force: bool = False) -> C
         budget = MAX_TOTAL_BYTES
         for student, members in sorted(_wanted_members(archive, assignment, report).items()):
             if len(members) > 1:
-                listed = ", ".join(m.filename for m in members)
+                listed = ", ".join(_shown(m.filename) for m in members)
                 for member in members:
-                    report.rejected.append(f"{member.filename}: student {student} has {len(members)} notebooks in the "
+                    report.rejected.append(f"{_shown(member.filename)}: student {student} has {len(members)} notebooks in the "
                                            f"archive ({listed}); none was imported")
                 continue
             info = members[0]
             data, problem = _read_member(archive, info, budget)
             if data is None:
-                report.rejected.append(f"{info.filename}: {problem}")
+                report.rejected.append(f"{_shown(info.filename)}: {problem}")
                 continue
             budget -= len(data)
             relative = f"submitted/{student}/{assignment}/{notebook_id}.ipynb"
             try:
                 outcome = _store(root, student, assignment, notebook_id, data, force)
             except _Refused as why:
-                report.rejected.append(f"{info.filename}: {why}")
+                report.rejected.append(f"{_shown(info.filename)}: {why}")
                 continue
             except OSError as error:
-                report.rejected.append(f"{info.filename}: cannot write {relative} ({error.strerror or error})")
+                report.rejected.append(f"{_shown(info.filename)}: cannot write {relative} ({error.strerror or error})")
                 continue
             if outcome == "unchanged":
                 report.unchanged.append(f"{info.filename} = {relative}")

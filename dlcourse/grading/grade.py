@@ -187,8 +187,18 @@ def read_submission(root: Path, student: str, assignment: str, notebook_id: str)
 # the worker
 # ----------------------------------------------------------------------------------------
 
+# Terminal control sequences: CSI (colours, cursor moves, clearing), OSC (window titles,
+# links), and the other two-character escapes; also their one-byte C1 forms.
+_TERMINAL_SEQUENCE = re.compile(r"(\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(\x1b\]|\x9d)[^\x07\x1b\x9c]*(\x07|\x1b\\|\x9c)?"
+                                r"|\x1b[@-Z\\-_]")
+
+
 def _one_line(text: str, limit: int = 300) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(text))
+    """`text` on one line of printable characters, at most `limit` long: a student's error
+    message reaches the instructor's terminal, so escape sequences, control and bidirectional
+    formatting characters (which could clear the screen or make a line read otherwise) go."""
+    text = _TERMINAL_SEQUENCE.sub("", str(text))
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
