@@ -36,7 +36,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from dlcourse.grading.course import CourseError, require_assignment
+from dlcourse.grading.course import CourseError, require_assignment, shown_name
 
 __all__ = ["collect", "CollectReport", "student_of", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES", "MAX_MEMBERS"]
 
@@ -53,10 +53,8 @@ class CollectReport:
     rejected: list[str] = field(default_factory=list)
 
 
-def _shown(name: str) -> str:
-    """An archive member's name for the instructor's terminal: control characters escaped
-    (a newline or an escape sequence in a name would forge lines or recolour the terminal)."""
-    return name if name.isprintable() else repr(name)[1:-1]
+def _reject(report: CollectReport, info: zipfile.ZipInfo, why: str) -> None:
+    report.rejected.append(f"{shown_name(info.filename)}: {why}")
 
 
 def student_of(member: str, assignment: str) -> tuple[str | None, str]:
@@ -207,7 +205,7 @@ def _wanted_members(archive: zipfile.ZipFile, assignment: str, report: CollectRe
             if student is None:
                 problem = why
         if problem:
-            report.rejected.append(f"{_shown(info.filename)}: {problem}")
+            _reject(report, info, problem)
             continue
         wanted.setdefault(student, []).append(info)
     return wanted
@@ -231,25 +229,25 @@ def collect(root: Path, archive_path, assignment: str, force: bool = False) -> C
         budget = MAX_TOTAL_BYTES
         for student, members in sorted(_wanted_members(archive, assignment, report).items()):
             if len(members) > 1:
-                listed = ", ".join(_shown(m.filename) for m in members)
+                listed = ", ".join(shown_name(m.filename) for m in members)
                 for member in members:
-                    report.rejected.append(f"{_shown(member.filename)}: student {student} has {len(members)} notebooks in the "
-                                           f"archive ({listed}); none was imported")
+                    _reject(report, member, f"student {student} has {len(members)} notebooks in the archive "
+                                            f"({listed}); none was imported")
                 continue
             info = members[0]
             data, problem = _read_member(archive, info, budget)
             if data is None:
-                report.rejected.append(f"{_shown(info.filename)}: {problem}")
+                _reject(report, info, problem)
                 continue
             budget -= len(data)
             relative = f"submitted/{student}/{assignment}/{notebook_id}.ipynb"
             try:
                 outcome = _store(root, student, assignment, notebook_id, data, force)
             except _Refused as why:
-                report.rejected.append(f"{_shown(info.filename)}: {why}")
+                _reject(report, info, why)
                 continue
             except OSError as error:
-                report.rejected.append(f"{_shown(info.filename)}: cannot write {relative} ({error.strerror or error})")
+                _reject(report, info, f"cannot write {relative} ({error.strerror or error})")
                 continue
             if outcome == "unchanged":
                 report.unchanged.append(f"{info.filename} = {relative}")

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["CourseError", "find_root", "assignments", "require_assignment", "submitted_students", "run_nbgrader",
-           "release"]
+__all__ = ["CourseError", "find_root", "assignments", "require_assignment", "shown_name", "submitted_students",
+           "run_nbgrader", "release"]
 
 
 class CourseError(Exception):
@@ -32,6 +32,14 @@ def assignments(root: Path) -> list[str]:
                   if p.is_dir() and any(p.glob("*.ipynb")))
 
 
+def shown_name(name: str) -> str:
+    """A file or folder name, as students chose it, for the instructor's terminal: unchanged
+    when printable, else escaped on one line (`st\\xffud`, `x\\n\\x1b[2J`): a newline or an escape
+    sequence in a name would forge lines or recolour the terminal, and bytes that are not
+    UTF-8 cannot be printed at all."""
+    return name if name.isprintable() else repr(os.fsencode(name))[2:-1]
+
+
 NOT_A_STUDENT_ID = "its name is not a student id (bytes that are not UTF-8, or control characters)"
 
 
@@ -52,7 +60,7 @@ def submitted_students(root: Path) -> tuple[list[str], list[str]]:
         if entry.name.isprintable():
             students.append(entry.name)
         else:
-            passed_over.append(repr(os.fsencode(entry.name))[2:-1])   # b'…' without b''; \n, \x1b, \xff
+            passed_over.append(shown_name(entry.name))
     return sorted(students), sorted(passed_over)
 
 

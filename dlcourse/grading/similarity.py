@@ -168,9 +168,8 @@ def _answer_code(notebook: dict, released: set[str]) -> str:
 
 
 def _student_documents(root: Path, assignment: str, notebook_id: str, released: set[str]):
-    from dlcourse.grading.grade import read_submission
-
     from dlcourse.grading.course import NOT_A_STUDENT_ID, submitted_students
+    from dlcourse.grading.grade import read_submission
 
     base = root / "submitted"
     names, passed_over = submitted_students(root)
@@ -237,12 +236,12 @@ def _scores(students: list[Document], matches: list[Match]) -> dict[str, dict]:
     scores = {s.label: {"similarity": 0.0, "closest": ""} for s in students}
     for match in matches:
         # both students of a pair get the pair's score: the copier's own share may be diluted
-        sides = [(match.student.label, match.score, match.other.label)]
+        sides = [(match.student.label, match.other.label)]
         if match.other.kind == "student":
-            sides.append((match.other.label, match.score, match.student.label))
-        for student, share, closest in sides:
-            if share > scores[student]["similarity"]:
-                scores[student] = {"similarity": round(share, 4), "closest": closest}
+            sides.append((match.other.label, match.student.label))
+        for student, closest in sides:
+            if match.score > scores[student]["similarity"]:
+                scores[student] = {"similarity": round(match.score, 4), "closest": closest}
     return scores
 
 
@@ -275,7 +274,7 @@ def similarity_report(root: Path, assignment: str, out: Path | None = None) -> R
 
 def _write_atomic(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".partial")
-    # "replace": a lone surrogate from a notebook's JSON or a folder name is shown as "?"
+    # "replace": a lone surrogate from a notebook's JSON (a \\u escape) is shown as "?"
     partial.write_text(text, encoding="utf-8", errors="replace")
     os.replace(partial, path)
 
