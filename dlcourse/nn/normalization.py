@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 
 from dlcourse._random import default_dtype
+from dlcourse.nn._elementwise import aligned_empty, row_broadcasting
 from dlcourse.nn.module import Module, check_float_input
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
@@ -45,19 +46,6 @@ def _mean_of_product(a, b, axes):
     return (total / count).reshape([1 if axis in axes else n for axis, n in enumerate(a.shape)])
 
 
-def _scale(a, factor):
-    """a ⊙ factor, factor broadcastable to a; a, a temporary of the caller's, may be overwritten.
-
-    Speed: a per-row factor (shape (n, 1) against an (n, m) array) goes through einsum, which
-    runs about as fast as a plain product, where NumPy's broadcasting multiply is ~1.5x
-    slower; otherwise the product is taken in place.
-    """
-    if a.ndim == 2 and factor.shape == (a.shape[0], 1):
-        return np.einsum("ij,i->ij", a, factor[:, 0])
-    a *= factor
-    return a
-
-
 def _normalize(x, axes, eps, mean=None, var=None):
     """x̂ = (x − μ) / √(σ² + ε) with μ and the biased σ² over `axes` unless given.
 
@@ -65,18 +53,19 @@ def _normalize(x, axes, eps, mean=None, var=None):
     """
     if mean is None:
         mean = _mean(x, axes)
-    x_hat = x - mean
+    x_hat = np.subtract(x, mean, out=aligned_empty(x.shape, x.dtype))
     if var is None:
         var = _mean_of_product(x_hat, x_hat, axes)
     inv_std = 1 / np.sqrt(var + eps)
-    return _scale(x_hat, inv_std), inv_std, mean, var
+    x_hat *= inv_std
+    return x_hat, inv_std, mean, var
 
 
 def _affine(x_hat, weight, bias):
     """y = γ ⊙ x̂ + β (either may be None), as a new array."""
     if weight is None:
         return x_hat + bias if bias is not None else x_hat.copy()
-    y = x_hat * weight
+    y = np.multiply(x_hat, weight, out=aligned_empty(x_hat.shape, x_hat.dtype, offset=1024))
     if bias is not None:
         y += bias
     return y
@@ -91,10 +80,17 @@ def _normalized_input_backward(grad_x_hat, x_hat, inv_std, axes):
     grad_x_hat, x_hat: the input's shape; inv_std: broadcastable to it.
     """
     # In place where possible: each pass over the array costs as much as the arithmetic.
-    grad = _scale(x_hat, _mean_of_product(grad_x_hat, x_hat, axes))
+    grad = np.multiply(x_hat, _mean_of_product(grad_x_hat, x_hat, axes),
+                       out=aligned_empty(x_hat.shape, x_hat.dtype, offset=3072))
     grad += _mean(grad_x_hat, axes)
     np.subtract(grad_x_hat, grad, out=grad)
-    return _scale(grad, inv_std)
+    grad *= inv_std
+    return grad
+
+
+def _channel_run(x):
+    """Contiguous elements per channel factor: C for (N, C), else the spatial size."""
+    return x.shape[1] if x.ndim == 2 else math.prod(x.shape[2:])
 
 
 def _check_grad_output(module, grad_output, shape, dtype):
@@ -166,17 +162,20 @@ class _BatchNorm(Module):
                 raise ValueError(
                     f"{type(self).__name__} expects more than 1 value per channel when training "
                     f"(batch statistics), got input of shape {tuple(x.shape)}")
-            x_hat, inv_std, mean, var = _normalize(x, axes, self.eps)
+            with row_broadcasting(_channel_run(x)):
+                x_hat, inv_std, mean, var = _normalize(x, axes, self.eps)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean.reshape(-1), var.reshape(-1) * (count / (count - 1)))
         else:
-            x_hat, inv_std, _, _ = _normalize(x, axes, self.eps,
-                                              self.running_mean.astype(x.dtype, copy=False).reshape(per_channel),
-                                              self.running_var.astype(x.dtype, copy=False).reshape(per_channel))
+            with row_broadcasting(_channel_run(x)):
+                x_hat, inv_std, _, _ = _normalize(x, axes, self.eps,
+                                                  self.running_mean.astype(x.dtype, copy=False).reshape(per_channel),
+                                                  self.running_var.astype(x.dtype, copy=False).reshape(per_channel))
         self._cache = (x_hat, inv_std, use_batch_stats)
         weight, bias = (None if p is None else p.astype(x.dtype, copy=False).reshape(per_channel)
                         for p in (self.weight, self.bias))
-        return _affine(x_hat, weight, bias)
+        with row_broadcasting(_channel_run(x)):
+            return _affine(x_hat, weight, bias)
 
     def _empty_batch(self, x):
         """An empty batch (N = 0) as torch treats it: an empty output, running statistics
@@ -203,13 +202,16 @@ class _BatchNorm(Module):
         grad_x_hat = grad_output
         if self.weight is not None:
             self.grads["weight"] += _mean_of_product(grad_output, x_hat, axes).reshape(-1) * (x_hat.size // x_hat.shape[1])
-            grad_x_hat = grad_output * self.weight.astype(x_hat.dtype, copy=False).reshape(inv_std.shape)
         if self.bias is not None:
             self.grads["bias"] += grad_output.sum(axis=axes)
-        if not used_batch_stats:
-            # Running statistics are constants: the layer is affine in x.
-            return grad_x_hat * inv_std
-        return _normalized_input_backward(grad_x_hat, x_hat, inv_std, axes)
+        with row_broadcasting(_channel_run(x_hat)):
+            if self.weight is not None:
+                grad_x_hat = np.multiply(grad_output, self.weight.astype(x_hat.dtype, copy=False).reshape(inv_std.shape),
+                                         out=aligned_empty(x_hat.shape, x_hat.dtype, offset=2048))
+            if not used_batch_stats:
+                # Running statistics are constants: the layer is affine in x.
+                return grad_x_hat * inv_std
+            return _normalized_input_backward(grad_x_hat, x_hat, inv_std, axes)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -281,25 +283,28 @@ class LayerNorm(Module):
         # One row per sample: the statistics then run over the last axis (BLAS and vecdot).
         features = math.prod(self.normalized_shape)
         rows = x.reshape(math.prod(x.shape[:x.ndim - k]), features)
-        x_hat, inv_std, _, _ = _normalize(rows, (1,), self.eps)
-        self._cache = (x_hat, inv_std, x.shape)
         weight, bias = (None if p is None else p.astype(x.dtype, copy=False).reshape(-1)
                         for p in (self.weight, self.bias))
-        return _affine(x_hat, weight, bias).reshape(x.shape)
+        with row_broadcasting(features):
+            x_hat, inv_std, _, _ = _normalize(rows, (1,), self.eps)
+            self._cache = (x_hat, inv_std, x.shape)
+            return _affine(x_hat, weight, bias).reshape(x.shape)
 
     def backward(self, grad_output):
         x_hat, inv_std, shape = self._saved(self._cache)
         grad_output = _check_grad_output(self, grad_output, shape, x_hat.dtype).reshape(x_hat.shape)
         grad_x_hat = grad_output
-        if self.weight is not None:
-            # einsum: dγ = Σ dy ⊙ x̂ over the samples in one pass, no temporary array.
-            self.grads["weight"] += np.einsum("ij,ij->j", grad_output, x_hat).reshape(self.normalized_shape)
-            grad_x_hat = grad_output * self.weight.astype(x_hat.dtype, copy=False).reshape(-1)
-        if self.bias is not None:
-            # Σ dy over the samples as a BLAS product with ones, faster than sum(axis=0).
-            ones = np.ones(grad_output.shape[0], grad_output.dtype)
-            self.grads["bias"] += (ones @ grad_output).reshape(self.normalized_shape)
-        return _normalized_input_backward(grad_x_hat, x_hat, inv_std, (1,)).reshape(shape)
+        with row_broadcasting(x_hat.shape[1]):
+            if self.weight is not None:
+                # einsum: dγ = Σ dy ⊙ x̂ over the samples in one pass, no temporary array.
+                self.grads["weight"] += np.einsum("ij,ij->j", grad_output, x_hat).reshape(self.normalized_shape)
+                grad_x_hat = np.multiply(grad_output, self.weight.astype(x_hat.dtype, copy=False).reshape(-1),
+                                         out=aligned_empty(x_hat.shape, x_hat.dtype, offset=2048))
+            if self.bias is not None:
+                # Σ dy over the samples as a BLAS product with ones, faster than sum(axis=0).
+                ones = np.ones(grad_output.shape[0], grad_output.dtype)
+                self.grads["bias"] += (ones @ grad_output).reshape(self.normalized_shape)
+            return _normalized_input_backward(grad_x_hat, x_hat, inv_std, (1,)).reshape(shape)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "

@@ -31,6 +31,7 @@ import numpy as np
 
 from dlcourse._random import default_dtype, get_rng
 from dlcourse.nn import init
+from dlcourse.nn._elementwise import aligned_empty
 from dlcourse.nn.module import Module, check_float_input
 
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
@@ -123,16 +124,17 @@ def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
     weights = [weight_hh, weight_in] + ([] if bias is None else [bias[:, None]])
     weight = _lstm_rows(np.concatenate(weights, axis=1), hidden) * _lstm_gate_scale(hidden, dtype)
     # stacked[t] = [h_{t−1}; u_t; 1]; each step writes h_t into the next one's first rows.
-    stacked = np.empty((steps, weight.shape[1], batch), dtype)
+    stacked = aligned_empty((steps, weight.shape[1], batch), dtype)
     stacked[0, :size_h] = state[0].T
     stacked[:, size_h:size_h + size_in] = inputs.transpose(0, 2, 1)
     stacked[:, size_h + size_in:] = 1
     # h_0 may have R ≠ H entries: a projecting LSTM calls this one step at a time.
-    h_all = list(stacked[1:, :hidden]) + [np.empty((hidden, batch), dtype)]  # h_1 … h_T
-    gates = np.empty((steps, width, batch), dtype)  # the gates' values, for backward
-    c, c_next = state[1].T.copy(), np.empty((hidden, batch), dtype)  # c_{t−1} and c_t, swapped each step
-    products = np.empty((steps, 2, hidden, batch), dtype)  # i ⊙ g and f ⊙ c_{t−1}, for backward
-    tanh_c = np.empty((steps, hidden, batch), dtype)
+    h_all = list(stacked[1:, :hidden]) + [aligned_empty((hidden, batch), dtype)]  # h_1 … h_T
+    gates = aligned_empty((steps, width, batch), dtype, offset=1024)  # the gates' values, for backward
+    c, c_next = aligned_empty((hidden, batch), dtype), aligned_empty((hidden, batch), dtype)  # c_{t−1} and c_t, swapped each step
+    c[...] = state[1].T
+    products = aligned_empty((steps, 2, hidden, batch), dtype, offset=2048)  # i ⊙ g and f ⊙ c_{t−1}, for backward
+    tanh_c = aligned_empty((steps, hidden, batch), dtype, offset=3072)
     o_all, i_all, f_all, g_all = (gates[:, k * hidden:(k + 1) * hidden] for k in range(4))
     sigmoid_all = gates[:, :3 * hidden]  # o, i, f
     input_terms, forget_terms = products[:, 0], products[:, 1]
@@ -166,12 +168,15 @@ def lstm_sequence_backward(grad_output, grad_state, cache, weight_hh):
     steps, width, batch = gates.shape
     hidden = width // 4
     grad_h_above = np.ascontiguousarray(grad_output.transpose(0, 2, 1))
-    grad_gates = np.empty((steps, width, batch), gates.dtype)
-    grad_h = grad_state[0].T.copy()  # a copy, as the loop updates it in place
-    grad_c = grad_state[1].T.copy()
-    grad_h_times_o, grad_h_times_h = np.empty((2, hidden, batch), gates.dtype)
+    grad_gates = aligned_empty((steps, width, batch), gates.dtype, offset=512)
+    # Copies, as the loop updates them in place.
+    grad_h, grad_c = aligned_empty(grad_state[0].T.shape, gates.dtype), aligned_empty((hidden, batch), gates.dtype)
+    grad_h[...], grad_c[...] = grad_state[0].T, grad_state[1].T
+    grad_h_times_o, grad_h_times_h = aligned_empty((2, hidden, batch), gates.dtype, offset=1536)
     # Rows in `lstm_sequence`'s order o, i, f, g; contiguous, which BLAS reads ~5% faster.
     weight_hh_t = np.ascontiguousarray(_lstm_rows(weight_hh, hidden).T)
+    # ∂L/∂h_{t−1}, (R, N): h_0 may have R ≠ H entries (see lstm_sequence).
+    grad_h_before = aligned_empty((weight_hh_t.shape[0], batch), gates.dtype, offset=2560)
     # Per-gate views over all steps, made once: each step indexes them instead of slicing.
     o_all, i_all, f_all, g_all = (gates[:, k * hidden:(k + 1) * hidden] for k in range(4))
     sigmoid_all, input_terms = gates[:, :3 * hidden], products[:, 0]
@@ -200,7 +205,7 @@ def lstm_sequence_backward(grad_output, grad_state, cache, weight_hh):
         np.subtract(i_all[t], grad_g, out=grad_g)
         grad_i_f_g = grad_i_f_g_all[t]
         grad_i_f_g *= grad_c
-        grad_h = weight_hh_t @ grad_gates[t]  # (R, N): h_0 may have R ≠ H entries (see lstm_sequence)
+        grad_h = np.matmul(weight_hh_t, grad_gates[t], out=grad_h_before)
         grad_c *= f_all[t]
     # (T, 4H, N) → (4H, T·N) in torch's row order: the weight gradients' products then read
     # both operands in order.
