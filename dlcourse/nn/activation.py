@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from dlcourse.nn._elementwise import aligned_buffers, aligned_empty
+from dlcourse.nn._elementwise import aligned_buffers, aligned_empty, row_broadcasting
 from dlcourse.nn.module import Module, check_float_input
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax"]
@@ -229,15 +229,29 @@ class Softmax(_Activation):
     def forward(self, x):
         x = check_float_input(self, x)
         dim = _softmax_dim(self, x.ndim)
-        shifted = x - x.max(axis=dim, keepdims=True)
-        exp = np.exp(shifted)
-        y = exp / exp.sum(axis=dim, keepdims=True)
+        if _along_contiguous_rows(x, dim):
+            # The same arithmetic in fewer, faster passes: in place in one aligned array, the
+            # sum as a BLAS product with ones, one reciprocal per row (see _elementwise).
+            with row_broadcasting(x.shape[-1]):
+                y = np.subtract(x, x.max(axis=dim, keepdims=True), aligned_empty(x.shape, x.dtype))
+                np.exp(y, y)
+                total = y @ np.ones(x.shape[-1], x.dtype)
+                y *= (1 / total)[..., None]
+        else:
+            exp = np.exp(x - x.max(axis=dim, keepdims=True))
+            y = exp / exp.sum(axis=dim, keepdims=True)
         self._cache = (y, dim)
         return y
 
     def backward(self, grad_output):
         y, dim = self._saved(self._cache)
         grad_output = self._grad_output(grad_output, y)
+        if _along_contiguous_rows(y, dim):
+            with row_broadcasting(y.shape[-1]):
+                grad = np.subtract(grad_output, np.vecdot(grad_output, y)[..., None],
+                                   aligned_empty(y.shape, y.dtype, offset=1024))
+                grad *= y
+                return grad
         return y * (grad_output - (grad_output * y).sum(axis=dim, keepdims=True))
 
     def extra_repr(self):
@@ -414,6 +428,11 @@ def _log_softmax(x: np.ndarray, axis) -> np.ndarray:
     """x − log Σ e^x along `axis`; shifting by the maximum keeps every exp() ≤ 1."""
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def _along_contiguous_rows(x: np.ndarray, dim) -> bool:
+    """Whether `dim` is the last axis of a non-empty C-contiguous array (the fast softmax path)."""
+    return x.ndim > 0 and dim == x.ndim - 1 and x.size > 0 and x.flags.c_contiguous
 
 
 def _gelu_tanh_argument(x: np.ndarray) -> np.ndarray:
