@@ -248,8 +248,11 @@ class Softmax(_Activation):
         grad_output = self._grad_output(grad_output, y)
         if _along_contiguous_rows(y, dim):
             with row_broadcasting(y.shape[-1]):
-                grad = np.subtract(grad_output, np.vecdot(grad_output, y)[..., None],
-                                   aligned_empty(y.shape, y.dtype, offset=1024))
+                # Σ g y as NumPy sums it (pairwise), not as vecdot does: on rows where
+                # g − Σ g y cancels, vecdot's float32 rounding moves the result up to 1.5·10⁻⁴
+                # from torch's (an attention case of torch's module tests).
+                grad = np.multiply(grad_output, y, aligned_empty(y.shape, y.dtype, offset=1024))
+                np.subtract(grad_output, grad.sum(axis=-1, keepdims=True), grad)
                 grad *= y
                 return grad
         return y * (grad_output - (grad_output * y).sum(axis=dim, keepdims=True))
