@@ -21,6 +21,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from dlcourse._random import default_dtype
 from dlcourse.nn import init
+from dlcourse.nn._elementwise import aligned_empty
 from dlcourse.nn.module import Module, check_float_input
 
 __all__ = ["Conv2d"]
@@ -177,7 +178,7 @@ class Conv2d(Module):
         out_size = tuple(output_size(size, k, s, d, sum(p)) for size, k, s, d, p
                          in zip((h, w), self.kernel_size, self.stride, self.dilation, self._pads))
         weight = self._weight_with_bias(x.dtype)
-        y = np.empty((n, self.out_channels, *out_size), x.dtype)
+        y = aligned_empty((n, self.out_channels, *out_size), x.dtype)
         # A few images at a time: their im2col block stays in the core's cache, and the
         # product of each image lands directly in its slice of y (no transposed copy).
         for start, cols in self._im2col_blocks(x, out_size):
@@ -205,7 +206,7 @@ class Conv2d(Module):
         n, c = x.shape[:2]
         rows, positions = c * math.prod(self.kernel_size), math.prod(out_size)
         per_block = max(1, (1 << 20) // max(1, (rows + self.groups) * positions * x.itemsize))
-        buffer = np.empty((min(per_block, n), self.groups, rows // self.groups + 1, positions), x.dtype)
+        buffer = aligned_empty((min(per_block, n), self.groups, rows // self.groups + 1, positions), x.dtype, offset=1024)
         buffer[:, :, -1] = 1
         for start in range(0, n, per_block):
             images = self._pad(x[start:start + per_block])
@@ -280,10 +281,10 @@ class Conv2d(Module):
         block = max(1, min(n, (1 << 20) // max(1, c_in * kh * kw * length * size)))
         padded_x = np.zeros((block, c_in, length), dtype)
         grad_wide = np.zeros((block, groups, c_out // groups, length), dtype)
-        dcols = np.empty((block, groups, kh, kw, c_in // groups * length), dtype)
-        grad_flat = np.empty((block, groups, c_in // groups * length + length), dtype)
+        dcols = aligned_empty((block, groups, kh, kw, c_in // groups * length), dtype)
+        grad_flat = aligned_empty((block, groups, c_in // groups * length + length), dtype, offset=1024)
         grad_weight = np.zeros((groups, kh, kw, c_out // groups, c_in // groups), dtype)
-        grad_padded = np.empty(padded_shape, dtype)
+        grad_padded = aligned_empty(padded_shape, dtype, offset=2048)
         for start in range(0, n, block):
             count = min(block, n - start)
             padded_x[:count, :, :padded_h * padded_w] = self._pad(x[start:start + count]).reshape(count, c_in, -1)
