@@ -182,7 +182,7 @@ def test_softmax_dim_out_of_range_names_the_valid_range(name):
 
 def test_float32_exact_gelu_keeps_the_erf_error_bound_over_the_whole_float_range():
     # Abramowitz & Stegun 7.1.26 states |erf error| ≤ 1.5e-7, i.e. ≤ 0.75e-7 on Φ = ½(1 + erf);
-    # float32 rounding of the ~25 passes adds at most a few ulp of 1. Reference: SciPy in float64.
+    # float32 rounding of the ~23 passes adds at most a few ulp of 1. Reference: SciPy in float64.
     from scipy.special import ndtr
 
     magnitudes = np.geomspace(1e-38, 3e38, 200_001)
