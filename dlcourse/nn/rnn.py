@@ -124,7 +124,6 @@ def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
     hidden, dtype = width // 4, inputs.dtype
     weights = [weight_hh, weight_in] + ([] if bias is None else [bias[:, None]])
     weight = _lstm_rows(np.concatenate(weights, axis=1), hidden) * _lstm_gate_scale(hidden, dtype)
-    gate_weights = [weight[k * hidden:(k + 1) * hidden] for k in range(4)]
     # stacked[t] = [h_{t−1}; u_t; 1]; each step writes h_t into the next one's first rows.
     stacked = aligned_empty((steps, weight.shape[1], batch), dtype)
     stacked[0, :size_h] = state[0].T
@@ -137,15 +136,15 @@ def lstm_sequence(inputs, state, weight_in, weight_hh, bias=None):
     c[...] = state[1].T
     products = aligned_empty((steps, 2, hidden, batch), dtype, offset=2048)  # i ⊙ g and f ⊙ c_{t−1}, for backward
     tanh_c = aligned_empty((steps, hidden, batch), dtype, offset=3072)
-    o_all, i_all, f_all, g_all = (gates[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    o_all, i_all, f_all, g_all = gate_all = [gates[:, k * hidden:(k + 1) * hidden] for k in range(4)]
+    gate_weights = [weight[k * hidden:(k + 1) * hidden] for k in range(4)]
     sigmoid_all = gates[:, :3 * hidden]  # o, i, f
     input_terms, forget_terms = products[:, 0], products[:, 1]
     half = np.array(0.5, dtype)  # a 0-d array: NumPy converts a Python float on every call
     for t in range(steps):
-        act = gates[t]
-        for k, gate_weight in enumerate(gate_weights):
-            np.matmul(gate_weight, stacked[t], act[k * hidden:(k + 1) * hidden])
-        np.tanh(act, out=act)
+        for gate_weight, gate in zip(gate_weights, gate_all):
+            np.matmul(gate_weight, stacked[t], gate[t])
+        np.tanh(gates[t], out=gates[t])
         sigmoid = sigmoid_all[t]  # σ = (1 + tanh) / 2
         sigmoid *= half
         sigmoid += half
