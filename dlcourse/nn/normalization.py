@@ -156,25 +156,23 @@ class _BatchNorm(Module):
         use_batch_stats = self.training or self.running_mean is None
         if x.size == 0:
             return self._empty_batch(x)
-        if use_batch_stats:
-            count = x.size // self.num_features
-            if count == 1:
-                raise ValueError(
-                    f"{type(self).__name__} expects more than 1 value per channel when training "
-                    f"(batch statistics), got input of shape {tuple(x.shape)}")
-            with row_broadcasting(_channel_run(x)):
-                x_hat, inv_std, mean, var = _normalize(x, axes, self.eps)
-            if self.training and self.track_running_stats:
-                self._update_running_stats(mean.reshape(-1), var.reshape(-1) * (count / (count - 1)))
-        else:
-            with row_broadcasting(_channel_run(x)):
-                x_hat, inv_std, _, _ = _normalize(x, axes, self.eps,
-                                                  self.running_mean.astype(x.dtype, copy=False).reshape(per_channel),
-                                                  self.running_var.astype(x.dtype, copy=False).reshape(per_channel))
-        self._cache = (x_hat, inv_std, use_batch_stats)
+        count = x.size // self.num_features
+        if use_batch_stats and count == 1:
+            raise ValueError(
+                f"{type(self).__name__} expects more than 1 value per channel when training "
+                f"(batch statistics), got input of shape {tuple(x.shape)}")
         weight, bias = (None if p is None else p.astype(x.dtype, copy=False).reshape(per_channel)
                         for p in (self.weight, self.bias))
         with row_broadcasting(_channel_run(x)):
+            if use_batch_stats:
+                x_hat, inv_std, mean, var = _normalize(x, axes, self.eps)
+                if self.training and self.track_running_stats:
+                    self._update_running_stats(mean.reshape(-1), var.reshape(-1) * (count / (count - 1)))
+            else:
+                x_hat, inv_std, _, _ = _normalize(x, axes, self.eps,
+                                                  self.running_mean.astype(x.dtype, copy=False).reshape(per_channel),
+                                                  self.running_var.astype(x.dtype, copy=False).reshape(per_channel))
+            self._cache = (x_hat, inv_std, use_batch_stats)
             return _affine(x_hat, weight, bias)
 
     def _empty_batch(self, x):
